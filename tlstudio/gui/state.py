@@ -1,0 +1,139 @@
+"""The project the window shows: one recipe plus what was computed from it.
+
+Pages take a :class:`ProjectState` in their constructor, edit it through its
+methods and follow its signals, so a test can change the state and check that
+a page followed (napari's ``QtDims(dims)`` pattern).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from tlstudio.core.recipe import Recipe, load_project, save_project
+
+
+class ProjectState(QObject):
+    """The recipe being edited, the scanned dataset, the base model and the last run."""
+
+    recipe_changed = Signal(object)
+    dataset_changed = Signal(object)
+    base_model_changed = Signal(object)
+    run_finished = Signal(object)
+    busy = Signal(str)
+    error = Signal(object)
+    dirty_changed = Signal(bool)
+    path_changed = Signal(object)
+
+    def __init__(self, recipe: Recipe | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._recipe = recipe or Recipe()
+        self._dataset: Any = None
+        self._base_model: Any = None
+        self._last_run: Any = None
+        self._path: Path | None = None
+        self._dirty = False
+
+    @property
+    def recipe(self) -> Recipe:
+        return self._recipe
+
+    @property
+    def dataset(self) -> Any:
+        """The last :class:`tlstudio.core.dataset.Dataset` scanned from the recipe's folders, or None."""
+        return self._dataset
+
+    @property
+    def base_model(self) -> Any:
+        """The built base model (a Keras model) for ``recipe.base``, or None until built."""
+        return self._base_model
+
+    @property
+    def last_run(self) -> Any:
+        """The :class:`tlstudio.core.training.RunResult` of the last finished training, or None."""
+        return self._last_run
+
+    @property
+    def path(self) -> Path | None:
+        """The project file this state was opened from or saved to."""
+        return self._path
+
+    @property
+    def dirty(self) -> bool:
+        """True when the recipe changed since it was last opened or saved."""
+        return self._dirty
+
+    def set_recipe(self, recipe: Recipe) -> None:
+        """Replace the whole recipe; marks the project as changed."""
+        if recipe == self._recipe:
+            return
+        self._recipe = recipe
+        self.recipe_changed.emit(recipe)
+        self._set_dirty(True)
+
+    def update(self, section: str | None = None, **changes: Any) -> None:
+        """Change some fields, of the recipe itself or of one section.
+
+        ``update(cut_tensor="block4_pool:0")`` changes a top-level field;
+        ``update("head", batch_norm=False)`` changes a field of ``recipe.head``.
+        Invalid values raise :class:`tlstudio.core.errors.RecipeError`.
+        """
+        if section is None:
+            self.set_recipe(self._recipe.replace(**changes))
+            return
+        current = getattr(self._recipe, section)
+        self.set_recipe(self._recipe.replace(**{section: dataclasses.replace(current, **changes)}))
+
+    def set_dataset(self, dataset: Any) -> None:
+        self._dataset = dataset
+        self.dataset_changed.emit(dataset)
+
+    def set_base_model(self, model: Any) -> None:
+        self._base_model = model
+        self.base_model_changed.emit(model)
+
+    def set_last_run(self, result: Any) -> None:
+        self._last_run = result
+        self.run_finished.emit(result)
+
+    def open(self, path: str | Path) -> None:
+        """Load a project file; the dataset and base model are cleared for rebuilding."""
+        recipe = load_project(path)
+        self._path = Path(path)
+        self._recipe = recipe
+        self.set_dataset(None)
+        self.set_base_model(None)
+        self.recipe_changed.emit(recipe)
+        self.path_changed.emit(self._path)
+        self._set_dirty(False)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the project file (to ``path``, or where it was last saved)."""
+        target = Path(path) if path is not None else self._path
+        if target is None:
+            raise ValueError("save() needs a path for a project that was never saved")
+        save_project(self._recipe, target)
+        if target != self._path:
+            self._path = target
+            self.path_changed.emit(target)
+        self._set_dirty(False)
+        return target
+
+    def new(self) -> None:
+        """Start an empty project."""
+        self._path = None
+        self._recipe = Recipe()
+        self.set_dataset(None)
+        self.set_base_model(None)
+        self._last_run = None
+        self.recipe_changed.emit(self._recipe)
+        self.path_changed.emit(None)
+        self._set_dirty(False)
+
+    def _set_dirty(self, dirty: bool) -> None:
+        if dirty != self._dirty:
+            self._dirty = dirty
+            self.dirty_changed.emit(dirty)
