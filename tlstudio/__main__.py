@@ -1,0 +1,28 @@
+"""``tlstudio`` and ``python -m tlstudio``: the desktop app, or a command.
+
+With no arguments the app opens; with any, the command line runs. The choice
+lives here so that :mod:`tlstudio.cli` never imports the GUI (an
+import-linter contract keeps Qt out of the engine and the CLI).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Open the app when ``argv`` (default: the process arguments) is empty,
+    else run the command it names; return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments:
+        from tlstudio.gui.app import main as gui_main
+
+        return gui_main([])
+    from tlstudio.cli import main as cli_main
+
+    return cli_main(arguments)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
