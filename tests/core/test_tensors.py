@@ -42,7 +42,9 @@ def _residual_model() -> keras.Model:
 @pytest.fixture(scope="module")
 def vgg16_fields() -> dict[str, tuple[int | None, int | None]]:
     model = keras.applications.VGG16(weights=None, include_top=False)
-    fields = {info.name: (info.receptive_field, info.jump) for info in catalogue(model)}
+    infos = catalogue(model)
+    fields = {info.name: (info.receptive_field, info.jump) for info in infos}
+    fields["input"] = (infos[0].receptive_field, infos[0].jump)
     fields["default"] = default_cut_tensor(model)
     return fields
 
@@ -63,7 +65,7 @@ def test_vgg16_receptive_fields(vgg16_fields, name, size):
 
 
 def test_vgg16_jumps_and_default_cut(vgg16_fields):
-    assert vgg16_fields["input_layer:0"] == (1, 1)
+    assert vgg16_fields["input"] == (1, 1)
     assert vgg16_fields["block1_pool:0"][1] == 2
     assert vgg16_fields["block5_pool:0"][1] == 32
     assert vgg16_fields["default"] == "block5_pool:0"
