@@ -1,11 +1,12 @@
 # The two fresh-machine commands of the README:
 #   make run   installs TL Studio into .venv and opens the app
 #   make test  installs it with the test tools and runs the whole suite
+#   make bundle  builds the one-folder PyInstaller bundle in dist/tlstudio and self-tests it
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test lint clean
+.PHONY: run test install install-test install-bundle bundle lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
+install-bundle: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bundle]'
+
 run: install
 	$(PYTHON) packaging/system_libs.py --install
 	$(BIN)/tlstudio
@@ -24,6 +28,9 @@ run: install
 test: install-test
 	$(BIN)/lint-imports
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
+
+bundle: install-bundle
+	$(BIN)/python packaging/build.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -20,6 +20,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -102,8 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands, common)
     _add_export(commands, common)
     _add_weights(commands, common)
+    _add_cache(commands, common)
     _add_devices(commands, common)
+    _add_doctor(commands, common)
     _add_runs(commands, common)
+    _add_evaluate(commands, common)
+    _add_explain(commands, common)
+    _add_activations(commands, common)
+    _add_compare_cuts(commands, common)
     parser.set_defaults(handler=_no_command, quiet=False, debug=False)
     return parser
 
@@ -402,13 +409,28 @@ def _cmd_train(args: argparse.Namespace, progress: ProgressRenderer, should_stop
         _print_json(recipe.to_dict())
         return EXIT_OK
     _existing_folders(recipe.data.folders, "data")
+    from tlstudio.core import cluster
+
+    config = cluster.read_tf_config()
+    if config is not None and config.size > 1:
+        cluster.worker_timeout()
     _load_tensorflow(args)
-    from tlstudio.core import devices
+    from tlstudio.core import devices, distribute
     from tlstudio.core.training import train
 
     devices.enable_memory_growth()
     progress.note(f"Device: {devices.device_badge()}")
-    result = train(recipe, on_event=progress, should_stop=should_stop, out_dir=args.out)
+    if config is not None and config.size > 1:
+        progress.note(
+            f"Cluster (TF_CONFIG): this is {config.name} of {config.size} at {config.address}"
+            f"{' (the chief)' if config.is_chief else ''}; waiting for the other workers"
+        )
+    strategy = distribute.training_strategy()
+    count = distribute.replicas(strategy)
+    if count > 1:
+        size = recipe.training.batch_size
+        progress.note(f"Training on {count} replicas: batch size {size} each, {size * count} per step")
+    result = train(recipe, on_event=progress, should_stop=should_stop, out_dir=args.out, strategy=strategy)
     progress.close()
     if args.json:
         _print_json(
@@ -416,7 +438,8 @@ def _cmd_train(args: argparse.Namespace, progress: ProgressRenderer, should_stop
                 **result.metrics,
                 "epochs": int(result.metrics.get("epochs", 0)),
                 "head_epochs": int(result.metrics.get("head_epochs", 0)),
-                "run_dir": str(result.run_dir),
+                "run_dir": str(result.run_dir) if result.chief else None,
+                "chief": result.chief,
                 "classes": list(result.classes),
                 "best_epoch": result.best_epoch,
                 "cancelled": result.cancelled,
@@ -445,6 +468,9 @@ def _print_train_report(result: Any) -> None:
         numeric={1},
     )
     print(f"\nClasses: {', '.join(result.classes)}")
+    if not result.chief:
+        print("Run folder: written by the chief (worker 0) of the cluster; this worker kept no files.")
+        return
     print(f"Run folder: {result.run_dir}")
     print(f"Next: tlstudio predict {result.run_dir} IMAGES...  or  tlstudio export {result.run_dir} --to DIR")
 
@@ -674,6 +700,66 @@ def _cmd_weights_download(args: argparse.Namespace, progress: ProgressRenderer, 
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- cache
+
+
+def _add_cache(commands: Any, common: argparse.ArgumentParser) -> None:
+    sub = commands.add_parser(
+        "cache",
+        parents=[common],
+        help="show or clear the feature cache",
+        description="Training a head on a frozen base keeps each image's features on disk, so later runs with "
+        "another head or other settings skip the base. 'status' lists what is kept; 'clear' deletes it "
+        "(it is rebuilt as needed). The size limit is TLSTUDIO_FEATURE_CACHE_MB (default 2048; 0 turns it off).",
+    )
+    sub.add_argument("--json", action="store_true", help="print the status as JSON")
+    actions = sub.add_subparsers(title="actions", metavar="ACTION", parser_class=_Parser)
+    status = actions.add_parser("status", parents=[common], help="list the cached feature sets and their size")
+    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the status as JSON")
+    status.set_defaults(handler=_cmd_cache_status)
+    clear = actions.add_parser("clear", parents=[common], help="delete every cached feature")
+    clear.set_defaults(handler=_cmd_cache_clear)
+    sub.set_defaults(handler=_cmd_cache_status)
+
+
+def _cmd_cache_status(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
+    from tlstudio.core.feature_cache import FeatureCache
+
+    state = FeatureCache().status()
+    if args.json:
+        _print_json(
+            {
+                "path": str(state.path),
+                "entries": state.entries,
+                "bytes": state.bytes,
+                "limit_bytes": state.limit_bytes,
+                "sets": [dataclasses.asdict(s) for s in state.sets],
+            }
+        )
+        return EXIT_OK
+    if state.sets:
+        _print_table(
+            ["feature set", "images", "size"],
+            [[s.description, s.images, f"{s.bytes / 2**20:.1f} MB"] for s in state.sets],
+            numeric={1, 2},
+        )
+        print()
+    print(
+        f"{state.entries} image feature(s) in {len(state.sets)} set(s), {state.bytes / 2**20:.1f} MB of "
+        f"{state.limit_bytes / 2**20:.0f} MB, in {state.path}"
+    )
+    return EXIT_OK
+
+
+def _cmd_cache_clear(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
+    from tlstudio.core.feature_cache import FeatureCache
+
+    cache = FeatureCache()
+    freed = cache.clear()
+    print(f"Cleared the feature cache in {cache.root}: {freed / 2**20:.1f} MB freed.")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- devices, runs
 
 
@@ -709,6 +795,30 @@ def _cmd_devices(args: argparse.Namespace, progress: ProgressRenderer, should_st
     return EXIT_OK
 
 
+def _add_doctor(commands: Any, common: argparse.ArgumentParser) -> None:
+    sub = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="explain why TensorFlow does or does not use the GPU",
+        description="Report TensorFlow's build (CUDA and cuDNN versions), the devices it sees, the NVIDIA "
+        "driver and CUDA_VISIBLE_DEVICES, and the likely reason when no GPU is used.",
+    )
+    sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.set_defaults(handler=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
+    _load_tensorflow(args)
+    from tlstudio.core.doctor import diagnose
+
+    report = diagnose()
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.text())
+    return EXIT_OK
+
+
 def _add_runs(commands: Any, common: argparse.ArgumentParser) -> None:
     sub = commands.add_parser("runs", parents=[common], help="list the training runs in a folder")
     sub.add_argument("folder", nargs="?", metavar="DIR", help="where to look (default: the user data folder)")
@@ -729,6 +839,7 @@ def _cmd_runs(args: argparse.Namespace, progress: ProgressRenderer, should_stop:
                     "base": _base_text(r.recipe.base),
                     "classes": list(r.classes),
                     "metrics": r.metrics,
+                    "recipe": r.recipe.to_dict(),
                 }
                 for r in runs
             ]
@@ -738,11 +849,265 @@ def _cmd_runs(args: argparse.Namespace, progress: ProgressRenderer, should_stop:
         print(f"No runs in {args.folder or paths.runs_dir()}.")
         return EXIT_OK
     rows = [
-        [str(r.path), _base_text(r.recipe.base), len(r.classes), _metric_text(r.metrics.get("val_accuracy"))]
+        [
+            str(r.path),
+            _base_text(r.recipe.base),
+            r.recipe.cut_tensor or "default",
+            len(r.classes),
+            _metric_text(r.metrics.get("val_accuracy")),
+        ]
         for r in runs
     ]
-    _print_table(["run", "base", "classes", "val accuracy"], rows, numeric={2, 3})
+    _print_table(["run", "base", "cut tensor", "classes", "val accuracy"], rows, numeric={3, 4})
     return EXIT_OK
+
+
+# ---------------------------------------------------------------- evaluate, explain, activations, compare-cuts
+
+
+def _add_evaluate(commands: Any, common: argparse.ArgumentParser) -> None:
+    sub = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="measure a run's model on its validation or test images",
+        description="Predict the run's validation split (the images training held out) or its test split (a test/ "
+        "folder beside train/ and val/) and report accuracy, top-k accuracy, per-class precision, recall, F1 and "
+        "support, the confusion matrix and the worst mistakes. The result is saved in the run folder "
+        "(evaluation.json) and goes into the model card of later exports.",
+        epilog="Example: tlstudio evaluate RUN --split test --top-k 3 --json",
+    )
+    sub.add_argument("run", metavar="RUN", help="a run folder")
+    sub.add_argument("--split", choices=("val", "test"), default="val", help="which images (default val)")
+    sub.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="k of the top-k accuracy (default 5)")
+    sub.add_argument("--mistakes", type=int, default=10, metavar="N", help="worst images to list (default 10)")
+    sub.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    sub.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
+    from tlstudio.core.runs import load_run
+
+    run = load_run(args.run)  # a folder that is not a run is reported before TensorFlow loads
+    _load_tensorflow(args)
+    from tlstudio.core.evaluation import EVALUATION_FILE, evaluate_run, mistakes
+
+    result = evaluate_run(run, split=args.split, top_k=args.top_k, on_event=progress, should_stop=should_stop)
+    progress.close()
+    worst = mistakes(result, limit=max(0, args.mistakes))
+    if args.json:
+        _print_json(
+            {
+                **result.summary(),
+                "mistakes": [
+                    {
+                        "path": r.path,
+                        "true": result.classes[r.true],
+                        "predicted": result.classes[r.predicted],
+                        "probability": r.confidence,
+                        "loss": r.loss,
+                    }
+                    for r in worst
+                ],
+            }
+        )
+        return EXIT_OK
+    split = "validation" if result.split == "val" else "test"
+    print(f"{result.images} {split} images of {result.run}")
+    print(
+        f"accuracy {_metric_text(result.accuracy)}   top-{result.top_k} accuracy "
+        f"{_metric_text(result.top_k_accuracy)}   mean loss {_metric_text(result.loss)}\n"
+    )
+    _print_table(
+        ["class", "precision", "recall", "F1", "support"],
+        [[c.name, _score_text(c.precision), _score_text(c.recall), _score_text(c.f1), c.support]
+         for c in result.per_class],
+        numeric={1, 2, 3, 4},
+    )
+    print("\nConfusion matrix (rows: true class, columns: predicted class):\n")
+    _print_table(
+        ["true \\ predicted", *result.classes],
+        [[name, *row] for name, row in zip(result.classes, result.confusion_matrix.tolist())],
+        numeric=set(range(1, len(result.classes) + 1)),
+    )
+    if worst:
+        print("\nWorst images (misclassified or unsure), highest loss first:\n")
+        _print_table(
+            ["image", "true", "predicted", "probability", "loss"],
+            [[r.path, result.classes[r.true], result.classes[r.predicted], f"{r.confidence:.1%}", f"{r.loss:.3f}"]
+             for r in worst],
+            numeric={3, 4},
+        )
+    for skipped in result.skipped:
+        progress.line(f"Skipped {skipped.path}: {skipped.reason}")
+    print(f"\nSaved to {Path(result.run) / EVALUATION_FILE}")
+    return EXIT_OK
+
+
+def _add_explain(commands: Any, common: argparse.ArgumentParser) -> None:
+    sub = commands.add_parser(
+        "explain",
+        parents=[common],
+        help="show which parts of an image made the model choose a class (Grad-CAM)",
+        description="Grad-CAM: colour the regions of IMAGE that raise the score of a class (the predicted one "
+        "by default), taken at the cut tensor or at any convolutional tensor of the base, and save the "
+        "image with the heat map over it as a PNG.",
+        epilog="Example: tlstudio explain RUN photo.jpg --tensor block4_conv3:0 --out cam.png",
+    )
+    sub.add_argument("run", metavar="RUN", help="a run folder, or an export folder / .keras with labels.txt")
+    sub.add_argument("image", metavar="IMAGE", help="the image to explain")
+    sub.add_argument("--tensor", metavar="NAME", help="a spatial tensor of the base, e.g. block4_conv3:0 "
+                     "(default: the cut tensor)")
+    sub.add_argument("--class", dest="class_name", metavar="NAME", help="the class to explain (default: the predicted)")
+    sub.add_argument("--alpha", type=float, default=0.45, metavar="F", help="heat map opacity 0..1 (default 0.45)")
+    sub.add_argument("--colormap", choices=("jet", "viridis"), default="jet", help="heat map colours (default jet)")
+    sub.add_argument("--out", required=True, metavar="PNG", help="the PNG file to write")
+    sub.set_defaults(handler=_cmd_explain)
+
+
+def _cmd_explain(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
+    image = _model_path_and_image(args)
+    from tlstudio.core.gradcam import grad_cam, overlay, save_png
+    from tlstudio.core.predict import load_predictor
+
+    predictor = load_predictor(args.run)
+    class_index = None
+    if args.class_name is not None:
+        if args.class_name not in predictor.classes:
+            raise UsageError(
+                f"--class must be one of the model's classes: {', '.join(predictor.classes)}; got {args.class_name!r}"
+            )
+        class_index = predictor.classes.index(args.class_name)
+    result = grad_cam(predictor.model, image, tensor_name=args.tensor, class_index=class_index)
+    path = save_png(overlay(image, result.heatmap, alpha=args.alpha, colormap=args.colormap), args.out)
+    predicted = int(result.probabilities.argmax())
+    print(
+        f"Grad-CAM of class {predictor.classes[result.class_index]} "
+        f"({result.probabilities[result.class_index]:.1%}; predicted {predictor.classes[predicted]} "
+        f"{result.probabilities[predicted]:.1%}) at {result.tensor} -> {path}"
+    )
+    return EXIT_OK
+
+
+def _add_activations(commands: Any, common: argparse.ArgumentParser) -> None:
+    sub = commands.add_parser(
+        "activations",
+        parents=[common],
+        help="save the feature maps of one tensor for an image as a grid",
+        description="Run IMAGE through the model and save the feature maps of a tensor of the base as a grid of "
+        "channels (each scaled to its own range; the most active ones when there are more than --max-channels).",
+        epilog="Example: tlstudio activations RUN photo.jpg --tensor block2_conv2:0 --out maps.png",
+    )
+    sub.add_argument("run", metavar="RUN", help="a run folder, or an export folder / .keras with labels.txt")
+    sub.add_argument("image", metavar="IMAGE", help="the image to look at")
+    sub.add_argument(
+        "--tensor", required=True, metavar="NAME", help="a spatial tensor of the base, e.g. block2_conv2:0"
+    )
+    sub.add_argument("--max-channels", type=_positive_int, default=64, metavar="N", help="channels shown (default 64)")
+    sub.add_argument("--out", required=True, metavar="PNG", help="the PNG file to write")
+    sub.set_defaults(handler=_cmd_activations)
+
+
+def _cmd_activations(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
+    image = _model_path_and_image(args)
+    from tlstudio.core.activations import activations, channel_grid
+    from tlstudio.core.gradcam import save_png
+    from tlstudio.core.predict import load_predictor
+
+    maps = activations(load_predictor(args.run).model, image, args.tensor)
+    path = save_png(channel_grid(maps, max_channels=args.max_channels), args.out)
+    height, width, channels = maps.shape
+    shown = min(channels, args.max_channels)
+    print(f"{args.tensor}: {channels} maps of {height}x{width} ({shown} shown) -> {path}")
+    return EXIT_OK
+
+
+def _model_path_and_image(args: argparse.Namespace) -> Any:
+    """Check the model path, then decode the image (a bad image is reported before TensorFlow loads)."""
+    if not Path(args.run).exists():
+        raise UserError(f"No run or model at {args.run!r}. Check the path.")
+    from tlstudio.core.images import load_rgb
+
+    image = load_rgb(args.image)
+    _load_tensorflow(args)
+    return image
+
+
+def _add_compare_cuts(commands: Any, common: argparse.ArgumentParser) -> None:
+    sub = commands.add_parser(
+        "compare-cuts",
+        parents=[common],
+        help="compare cut tensors with a quick linear classifier on each",
+        description="Before training, run the base once over the training and validation images, take the "
+        "features of each cut tensor (averaged over positions) and fit a linear classifier on each. "
+        "Higher validation accuracy means the head will have an easier job there.",
+        epilog="Example: tlstudio compare-cuts --data photos/ --base vgg16 --cuts block3_pool:0,block4_pool:0,"
+        "block5_pool:0",
+    )
+    sub.add_argument("--data", nargs="+", required=True, metavar="DIR", help="image folder(s), as for 'tlstudio data'")
+    sub.add_argument("--base", required=True, metavar="BASE", help=_BASE_HELP)
+    sub.add_argument(
+        "--weights", default="imagenet", metavar="imagenet|none|FILE", help="base weights (default imagenet)"
+    )
+    sub.add_argument("--top", action="store_true", help="include VGG's fully-connected top (to compare fc1, fc2)")
+    sub.add_argument("--cuts", required=True, type=_tensor_list, metavar="T1,T2,...", help="cut tensors to compare")
+    sub.add_argument("--input-size", type=_positive_int, metavar="N", help="input width and height (default 224)")
+    sub.add_argument("--val-fraction", type=float, default=0.2, metavar="F", help="validation share (default 0.2)")
+    sub.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the validation split (default 0)")
+    sub.add_argument("--json", action="store_true", help="print one JSON object per cut, in a list")
+    sub.set_defaults(handler=_cmd_compare_cuts)
+
+
+def _cmd_compare_cuts(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
+    from tlstudio.core.dataset import scan_dataset
+    from tlstudio.core.recipe import BaseSpec
+
+    spec = BaseSpec(
+        **_base_fields(args.base),
+        weights=_weights_choice(args.weights),
+        include_top=args.top,
+        input_size=args.input_size or 224,
+    )
+    dataset = scan_dataset(
+        _existing_folders(args.data, "data"),
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        on_event=progress,
+        should_stop=should_stop,
+    )
+    _load_tensorflow(args)
+    from tlstudio.core import backbones
+    from tlstudio.core.cut_comparison import compare_cuts
+
+    base = backbones.build_base(spec, on_event=progress, should_stop=should_stop)
+    size = base.inputs[0].shape[1] or spec.input_size
+    results = compare_cuts(
+        base, dataset, args.cuts, int(size), backbones.preprocessing_mode(spec), on_event=progress,
+        should_stop=should_stop,
+    )
+    progress.close()
+    if args.json:
+        _print_json([dataclasses.asdict(r) for r in results])
+        return EXIT_OK
+    _print_table(
+        ["cut tensor", "features", "val accuracy", "train accuracy", "fit seconds"],
+        [[r.tensor, r.feature_size, _metric_text(r.val_accuracy), _metric_text(r.train_accuracy), f"{r.seconds:.2f}"]
+         for r in results],
+        numeric={1, 2, 3, 4},
+    )
+    print(f"\n{len(dataset.train)} training and {len(dataset.val)} validation images, {len(dataset.classes)} classes")
+    return EXIT_OK
+
+
+def _tensor_list(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected tensor names separated by commas, e.g. block3_pool:0; got {text!r}")
+    return names
+
+
+def _score_text(value: float) -> str:
+    """A precision, recall or F1; '-' when undefined (a class never predicted, or with no images)."""
+    return "-" if math.isnan(value) else f"{value:.4f}"
 
 
 # ---------------------------------------------------------------- helpers

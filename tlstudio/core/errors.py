@@ -55,6 +55,10 @@ class TrainingError(UserError):
     """Training stopped for a reason the user can act on (NaN loss, memory)."""
 
 
+class ClusterError(UserError):
+    """Training on several machines cannot start: a malformed TF_CONFIG, a worker that does not answer."""
+
+
 class ExportError(UserError):
     """An export destination or format cannot be written."""
 

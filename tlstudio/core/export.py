@@ -47,7 +47,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tlstudio.core.errors import Cancelled, DataError, ExportError, ImageError
+from tlstudio.core.errors import Cancelled, DataError, ExportError, ImageError, UserError
+from tlstudio.core.evaluation import load_evaluations
 from tlstudio.core.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.runs import Run, load_run
 
@@ -188,7 +189,7 @@ def model_card(run: Run, model, artifacts: dict[str, Path], checks: Sequence[Art
     recipe = run.recipe
     size = _input_size(model)
     mode = _preprocessing_mode(model)
-    return {
+    card = {
         "tlstudio_model_card": MODEL_CARD_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": str(run.path),
@@ -233,6 +234,19 @@ def model_card(run: Run, model, artifacts: dict[str, Path], checks: Sequence[Art
             "python": platform.python_version(),
         },
     }
+    evaluations = _evaluation_summaries(run)
+    if evaluations:
+        card["evaluation"] = evaluations
+    return card
+
+
+def _evaluation_summaries(run: Run) -> dict[str, dict]:
+    """The metrics of the run's saved evaluations, by split ("val", "test"); none when it has none
+    or its ``evaluation.json`` cannot be read (the export does not depend on it)."""
+    try:
+        return {split: evaluation.summary() for split, evaluation in load_evaluations(run.path).items()}
+    except UserError:
+        return {}
 
 
 class _Progress:

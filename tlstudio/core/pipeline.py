@@ -12,12 +12,23 @@ and the reason, rather than being skipped: skipping would silently change the
 data a run trains on, and the dataset scan already reports the files it can
 tell are bad. Use :func:`image_errors_surfaced` around code that consumes the
 pipeline to get that error instead of TensorFlow's wrapped one.
+
+Pipelines iterated for several epochs (training, fine-tuning, validation) can
+keep decoded images in memory (``cache_decoded=True``), so later epochs skip
+decoding and resizing. All such caches in the process share one budget
+(``TLSTUDIO_DECODED_CACHE_MB``, default a quarter of the machine's memory, at
+most :data:`DEFAULT_DECODED_CACHE_MAX_MB`): a pipeline keeps as many of its
+images as the budget has room for and decodes the rest every epoch, so
+20,000 images never occupy more than the budget.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
+import weakref
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -26,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlstudio.core import images
-from tlstudio.core.errors import ImageError
+from tlstudio.core.errors import ImageError, UserError
 
 _MARK = "tlstudio-image-error"
 _MARKED = re.compile(rf"<{_MARK}>(.*?)</{_MARK}>", re.DOTALL)
@@ -35,19 +46,104 @@ ROTATION_FACTOR = 0.05
 """Random rotation of up to +-5% of a full turn (18 degrees)."""
 ZOOM_FACTOR = 0.1
 CONTRAST_FACTOR = 0.1
+DECODED_CACHE_ENV = "TLSTUDIO_DECODED_CACHE_MB"
+DEFAULT_DECODED_CACHE_MAX_MB = 4096
 
 
-def _decoder(paths: Sequence[str], input_size: int):
+def decoded_cache_budget() -> int:
+    """Bytes all decoded-image caches may hold together.
+
+    ``TLSTUDIO_DECODED_CACHE_MB`` when set (0 turns the caches off), else a
+    quarter of the physical memory, at most :data:`DEFAULT_DECODED_CACHE_MAX_MB`.
+    """
+    raw = os.environ.get(DECODED_CACHE_ENV, "").strip()
+    if raw:
+        try:
+            megabytes = float(raw)
+        except ValueError:
+            megabytes = -1.0
+        if not megabytes >= 0:
+            raise UserError(
+                f"{DECODED_CACHE_ENV} must be a size in megabytes, 0 or more (0 turns the decoded-image "
+                f"cache off). Received: {DECODED_CACHE_ENV}={raw!r}"
+            )
+        return int(megabytes * 2**20)
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        physical = 4 * 2**30
+    return min(physical // 4, DEFAULT_DECODED_CACHE_MAX_MB * 2**20)
+
+
+class DecodedCache:
+    """Decoded images of one pipeline, by index, for as many images as the shared budget allows.
+
+    Room is reserved from the process-wide budget when the cache is made and
+    given back when it is garbage-collected with the dataset that holds it
+    (the decoder itself holds only a weak reference: TensorFlow keeps traced
+    functions alive longer than their datasets). Images with an
+    index below ``capacity`` are kept once decoded; the others are decoded
+    every time.
+    """
+
+    _lock = threading.Lock()
+    _reserved = 0
+
+    def __init__(self, count: int, shape: tuple[int, ...]) -> None:
+        per_image = int(np.prod(shape))
+        with DecodedCache._lock:
+            free = max(0, decoded_cache_budget() - DecodedCache._reserved)
+            self.capacity = min(count, free // per_image) if per_image else 0
+            reserved = self.capacity * per_image
+            DecodedCache._reserved += reserved
+        weakref.finalize(self, DecodedCache._release, reserved)
+        self.nbytes = reserved
+        self._pixels = np.empty((self.capacity, *shape), dtype=np.uint8)
+        self._filled = np.zeros(self.capacity, dtype=bool)
+
+    @staticmethod
+    def _release(amount: int) -> None:
+        with DecodedCache._lock:
+            DecodedCache._reserved -= amount
+
+    @classmethod
+    def reserved_bytes(cls) -> int:
+        """Bytes reserved by all live caches together."""
+        return cls._reserved
+
+    def get(self, index: int) -> np.ndarray | None:
+        if index < self.capacity and self._filled[index]:
+            return self._pixels[index].copy()
+        return None
+
+    def put(self, index: int, pixels: np.ndarray) -> None:
+        if index < self.capacity:
+            self._pixels[index] = pixels
+            self._filled[index] = True
+
+
+def _decoder(paths: Sequence[str], input_size: int, cache: DecodedCache | None = None):
     """A function from an index (numpy int) to that file's pixels, for tf.numpy_function.
 
     Passing indices rather than path strings keeps any file name usable, even
     one that is not valid UTF-8.
     """
 
+    cache_ref = weakref.ref(cache) if cache is not None else None
+
     def decode(index: np.ndarray) -> np.ndarray:
-        path = paths[int(index)]
+        position = int(index)
+        kept_by = cache_ref() if cache_ref is not None else None
+        if kept_by is not None:
+            kept = kept_by.get(position)
+            if kept is not None:
+                return kept
+        path = paths[position]
         try:
-            return images.load_rgb(path, input_size)
+            pixels = images.load_rgb(path, input_size)
+            if kept_by is not None:
+                kept_by.put(position, pixels)
+            return pixels
         except ImageError as error:
             reason = error.reason
         except (OSError, ValueError, MemoryError) as error:
@@ -107,6 +203,7 @@ def image_batches(
     shuffle: bool,
     augment: bool = False,
     seed: int = 0,
+    cache_decoded: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` from dataset items (anything with ``path`` and ``label``).
 
@@ -115,6 +212,9 @@ def image_batches(
     ``0..classes_count-1``. With ``shuffle`` the order changes every epoch
     (seeded); without it the order is the items' order, every time.
     ``augment`` adds random flips, rotations, zooms and contrast changes.
+    ``cache_decoded`` keeps decoded images in memory for the next passes, as
+    far as the shared budget allows (see :func:`decoded_cache_budget`); use it
+    for data read every epoch, not for a single pass.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size!r}")
@@ -124,8 +224,9 @@ def image_batches(
         raise ValueError(
             f"Labels must lie in 0..{classes_count - 1}. Received labels from {labels.min()} to {labels.max()}."
         )
-    decode = _decoder(paths, input_size)
     shape = (input_size, input_size, 3)
+    cache = DecodedCache(len(paths), shape) if cache_decoded and paths else None
+    decode = _decoder(paths, input_size, cache)
 
     def load(index, label):
         pixels = tf.numpy_function(decode, [index], tf.uint8, stateful=False)
@@ -144,7 +245,10 @@ def image_batches(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    # The dataset owns the decoded images: they live exactly as long as it does.
+    dataset._tlstudio_decoded_cache = cache
+    return dataset
 
 
 def load_images(paths: Sequence[str], input_size: int, batch_size: int = 32) -> np.ndarray:

@@ -8,8 +8,13 @@ runs once per image: the features at the cut (after the head's pooling or
 flattening, which have no weights) are extracted for the training and
 validation images, and a head-only model that shares the head's layers with
 the full classifier trains on them. Each epoch then costs a pass through the
-head only instead of the whole base. With augmentation on, every epoch sees
-different pixels, so the full classifier trains on live, augmented images.
+head only instead of the whole base. The features persist in the feature
+cache (:mod:`tlstudio.core.feature_cache`), so a later run with another head
+or other settings extracts only the images the cache lacks. With augmentation
+on, every epoch sees different pixels, so the full classifier trains on live,
+augmented images and the feature cache is not used (a few augmented copies per
+image would repeat the same variations every epoch, which is not the
+augmentation the user asked for).
 
 Phase 2, ``fine-tune`` (when ``fine_tune_epochs > 0``): the last layers of the
 base are unfrozen and the full classifier trains on images at the learning
@@ -33,6 +38,14 @@ weights so far: the run folder is written and the result has
 like any error, it leaves no run behind (the folder ``train`` created is
 removed, or an ``out_dir`` that was empty is emptied again), so the same
 command can simply be run again.
+
+Devices: both phases run the same custom training loop on a
+``tf.distribute`` strategy (:mod:`tlstudio.core.distribute`): one device,
+``MirroredStrategy`` over several GPUs, or ``MultiWorkerMirroredStrategy``
+across the machines ``TF_CONFIG`` lists. The recipe's batch size is per
+replica; a step learns from that times the number of replicas. On a cluster
+only the chief writes the run folder; every other worker writes its copy to a
+temporary folder, deleted when the run ends.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,7 +65,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlstudio.core import backbones, classifier, head, pipeline, runs, tensors
+from tlstudio.core import (
+    acceleration,
+    backbones,
+    classifier,
+    distribute,
+    feature_cache,
+    head,
+    pipeline,
+    runs,
+    tensors,
+)
 from tlstudio.core.dataset import Dataset, ImageItem, scan_data_spec
 from tlstudio.core.errors import Cancelled, DataError, ImageError, RecipeError, TrainingError, UserError
 from tlstudio.core.events import (
@@ -89,7 +113,8 @@ class RunResult:
     ``HISTORY_KEYS``); ``metrics`` the final ``val_accuracy``, ``val_loss``,
     ``train_accuracy`` and ``train_loss`` plus ``best_epoch``, ``epochs`` and
     ``head_epochs``. ``best_epoch`` counts epochs from 1 across both phases
-    (0 when none ended).
+    (0 when none ended). ``chief`` is False on the workers of a cluster other
+    than the chief, whose ``run_dir`` was temporary and no longer exists.
     """
 
     run_dir: Path
@@ -99,6 +124,7 @@ class RunResult:
     best_epoch: int = 0
     cancelled: bool = False
     stopped_early: bool = False
+    chief: bool = True
 
 
 def train(
@@ -108,6 +134,7 @@ def train(
     on_event: OnEvent = ignore_event,
     should_stop: ShouldStop = never_stop,
     out_dir: str | Path | None = None,
+    strategy: "tf.distribute.Strategy | None" = None,
 ) -> RunResult:
     """Train ``recipe`` and write a run folder; see the module docstring for the phases.
 
@@ -115,32 +142,54 @@ def train(
     ``recipe.base`` (which may fetch ImageNet weights). ``out_dir`` is the run
     folder itself (created; it must be empty if it exists); by default a new
     folder under the runs directory. Raises DataError for unusable data or an
-    unreadable image, TrainingError when the loss becomes NaN, Cancelled when
-    stopped before the first epoch ended.
+    unreadable image, TrainingError when the loss becomes NaN or the device
+    runs out of memory, Cancelled when stopped before the first epoch ended.
+
+    ``strategy`` defaults to :func:`distribute.training_strategy`; the models
+    are built in its scope (a ``base_model`` passed in is copied there when
+    the strategy has several replicas, and stays untouched). Under a cluster,
+    ClusterError when ``TF_CONFIG`` is malformed or a worker does not answer.
     """
-    target = _check_out_dir(out_dir)
+    distribute.prepare_devices()
+    if strategy is None:
+        strategy = distribute.training_strategy()
+    chief = distribute.is_chief(strategy)
+    target = _check_out_dir(out_dir) if chief else None
     if dataset is None:
         dataset = scan_data_spec(recipe.data, on_event=on_event, should_stop=should_stop)
     dataset.require_trainable()
-    if base_model is None:
-        base_model = backbones.build_base(recipe.base, on_event=on_event, should_stop=should_stop)
-    keras.utils.set_random_seed(recipe.data.seed)
-    recipe = _recipe_for(recipe, base_model, on_event)
-    cut = recipe.cut_tensor or tensors.default_cut_tensor(base_model)
-    recipe = recipe.replace(cut_tensor=cut)
-    model = classifier.build_classifier(
-        base_model, cut, len(dataset.classes), recipe.head, backbones.preprocessing_mode(recipe.base)
-    )
+    with strategy.scope(), acceleration.dtype_policy(acceleration.choose_policy()):
+        if base_model is None:
+            base_model = backbones.build_base(recipe.base, on_event=on_event, should_stop=should_stop)
+        elif distribute.replicas(strategy) > 1:
+            base_model = distribute.copy_model(base_model)
+        keras.utils.set_random_seed(recipe.data.seed)
+        recipe = _recipe_for(recipe, base_model, on_event)
+        cut = recipe.cut_tensor or tensors.default_cut_tensor(base_model)
+        recipe = recipe.replace(cut_tensor=cut)
+        model = classifier.build_classifier(
+            base_model, cut, len(dataset.classes), recipe.head, backbones.preprocessing_mode(recipe.base)
+        )
+    distribute.local_predictions(model, strategy)
     if should_stop():
         raise Cancelled("Training was cancelled before it started.")
-    created = target is None or not target.exists()
-    run_dir = runs.new_run_dir() if target is None else _make_out_dir(target)
+    if chief:
+        created = target is None or not target.exists()
+        run_dir = runs.new_run_dir() if target is None else _make_out_dir(target)
+    else:
+        created, run_dir = True, Path(tempfile.mkdtemp(prefix="tlstudio-worker-"))
     log = _RunLog(run_dir / runs.LOG_FILE)
     try:
-        return _Trainer(recipe, dataset, model, run_dir, log.forwarding(on_event), should_stop).run()
+        with distribute.inference_scope(strategy), distribute.device_faults(strategy, recipe.training.batch_size):
+            result = _Trainer(recipe, dataset, model, run_dir, log.forwarding(on_event), should_stop, strategy).run()
     except BaseException:
         _discard(run_dir, created)
         raise
+    if chief:
+        return result
+    shutil.rmtree(run_dir, ignore_errors=True)
+    on_event(Message("This worker's copy of the run was temporary and is deleted; the chief wrote the run folder."))
+    return dataclasses.replace(result, chief=False)
 
 
 def finalize_batch_norm(model: "keras.Model", items: Sequence[ImageItem], input_size: int, batch_size: int) -> None:
@@ -222,6 +271,7 @@ def _extract(
     classes_count = max((item.label for item in items), default=0) + 1
     batches = pipeline.image_batches(items, classes_count, input_size, batch_size, shuffle=False)
     progress = _ExtractProgress(len(items), batch_size, on_event, should_stop, label)
+    acceleration.configure_jit(frozen)
     with _image_errors_as_data_errors():
         values = frozen.predict(batches, verbose=0, callbacks=[progress])
     return np.asarray(values, dtype=np.float32)
@@ -300,6 +350,7 @@ class _Trainer:
         run_dir: Path,
         report: OnEvent,
         should_stop: ShouldStop,
+        strategy: "tf.distribute.Strategy | None" = None,
     ) -> None:
         self.recipe = recipe
         self.spec: TrainSpec = recipe.training
@@ -308,6 +359,8 @@ class _Trainer:
         self.run_dir = run_dir
         self.report = report
         self.should_stop = should_stop
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.global_batch = self.spec.batch_size * distribute.replicas(self.strategy)
         self.input_size = int(model.input_shape[1])
         self.classes_count = len(dataset.classes)
         self.history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
@@ -360,7 +413,8 @@ class _Trainer:
             self.report(
                 Message(
                     "Augmentation is on, so every epoch sees different pixels: the head trains on live "
-                    "images through the frozen base (slower than training on extracted features)."
+                    "images through the frozen base (slower than training on extracted features; the "
+                    "feature cache is not used). Turn augmentation off to train the head on cached features."
                 )
             )
             train_data, val_data = self._image_data()
@@ -377,10 +431,7 @@ class _Trainer:
             )
         )
         batch = self.spec.batch_size
-        train_x = _extract(self.frozen, self.dataset.train, self.input_size, batch, self.report,
-                           self.should_stop, "training")
-        val_x = _extract(self.frozen, self.dataset.val, self.input_size, batch, self.report,
-                         self.should_stop, "validation")
+        train_x, val_x = self._cached_features()
         self.features = (train_x, val_x)
         # The head's batch-norm statistics start from the training features rather than 0 and 1, so
         # validation metrics mean something from the first epoch (and head_bn, whose input is fixed,
@@ -402,6 +453,41 @@ class _Trainer:
         self._phase(HEAD_PHASE, self.head_model, train_data, val_data, self.spec.epochs,
                     self.spec.learning_rate, watched)
         self.head_epochs = self.epoch
+
+    def _cached_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training and validation features, from the feature cache where it holds them.
+
+        Only images the cache lacks for this base, weights, cut, input size,
+        preprocessing and pooling are extracted; see :mod:`tlstudio.core.feature_cache`.
+        """
+        cache = feature_cache.FeatureCache()
+        key = feature_cache.feature_set_key(self.frozen, _base_label(self.recipe), self.recipe.cut_tensor)
+        features = []
+        uses = []
+        for items, label in ((self.dataset.train, "training"), (self.dataset.val, "validation")):
+
+            def extract(missing: list, label: str = label) -> np.ndarray:
+                return _extract(self.frozen, missing, self.input_size, self.spec.batch_size, self.report,
+                                self.should_stop, label)
+
+            values, use = cache.features(key, items, extract)
+            if not use.extracted:
+                message = f"features of the {label} images (from the feature cache)"
+                self.report(Progress("extract", len(items), len(items), message))
+            features.append(values)
+            uses.append(use)
+        from_cache = sum(use.from_cache for use in uses)
+        extracted = sum(use.extracted for use in uses)
+        notes = "; ".join(dict.fromkeys(use.note for use in uses if use.note))
+        self.report(
+            Message(
+                f"Feature cache: {from_cache} image(s) read from the cache, {extracted} extracted"
+                + (f"; the cache {notes}" if notes else "")
+                + f" (cache folder {cache.root}; clear it with 'tlstudio cache clear').",
+                "warning" if notes and "off" not in notes else "info",
+            )
+        )
+        return features[0], features[1]
 
     def _fine_tune_phase(self) -> None:
         names = classifier.unfreeze_for_fine_tuning(self.model, self.spec.fine_tune_layers, self.spec.fine_tune_from)
@@ -430,9 +516,11 @@ class _Trainer:
         batch = self.spec.batch_size
         train_data = pipeline.image_batches(
             self.dataset.train, self.classes_count, self.input_size, batch, shuffle=True,
-            augment=self.spec.augmentation, seed=self.recipe.data.seed,
+            augment=self.spec.augmentation, seed=self.recipe.data.seed, cache_decoded=True,
         )
-        val_data = pipeline.image_batches(self.dataset.val, self.classes_count, self.input_size, batch, shuffle=False)
+        val_data = pipeline.image_batches(
+            self.dataset.val, self.classes_count, self.input_size, batch, shuffle=False, cache_decoded=True
+        )
         return train_data, val_data
 
     def _phase(
@@ -445,27 +533,42 @@ class _Trainer:
         learning_rate: float,
         watched: list,
     ) -> None:
-        steps = math.ceil(len(self.dataset.train) / self.spec.batch_size)
-        fit_model.compile(
-            optimizer=_optimizer(self.spec, learning_rate, epochs * steps),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        """Train ``fit_model`` for up to ``epochs`` epochs, each a training pass then a validation pass.
+
+        Every step runs through :class:`distribute.TrainingSteps` on the run's
+        strategy, in global batches; ``_Forwarder`` receives the hooks Keras'
+        ``fit`` would call (events, stop requests, NaN, early stopping).
+        """
+        steps = distribute.steps_per_epoch(len(self.dataset.train), self.global_batch, self.strategy)
+        with self.strategy.scope():
+            optimizer = distribute.with_loss_scaling(_optimizer(self.spec, learning_rate, epochs * steps), fit_model)
+        class_weights = None
+        if self.spec.class_weights:
+            balanced = _class_weights(self.dataset.train, self.classes_count)
+            class_weights = [balanced.get(label, 1.0) for label in range(self.classes_count)]
+        runner = distribute.TrainingSteps(self.strategy, fit_model, optimizer, class_weights)
+        train_batches = runner.distribute(train_data, self.global_batch, len(self.dataset.train))
+        val_batches = runner.distribute(val_data, self.global_batch)
         self.best.watch(watched)
         self.report(PhaseStarted(name, epochs, steps, learning_rate))
-        forwarder = _Forwarder(self, name, epochs, steps, learning_rate)
+        forwarder = _Forwarder(self, name, epochs, steps, learning_rate, optimizer)
+        forwarder.set_model(fit_model)
+        fit_model.stop_training = False
         try:
             with _image_errors_as_data_errors():
-                fit_model.fit(
-                    train_data,
-                    validation_data=val_data,
-                    epochs=epochs,
-                    class_weight=_class_weights(self.dataset.train, self.classes_count) if self.spec.class_weights
-                    else None,
-                    callbacks=[forwarder],
-                    shuffle=False,
-                    verbose=0,
-                )
+                forwarder.on_train_begin()
+                for epoch in range(epochs):
+                    forwarder.on_epoch_begin(epoch)
+                    train_sums, val_sums = _Sums(), _Sums()
+                    for batch, data in enumerate(train_batches):
+                        train_sums.add(runner.train(data))
+                        forwarder.on_train_batch_end(batch, train_sums.logs())
+                    for batch, data in enumerate(val_batches):
+                        val_sums.add(runner.evaluate(data))
+                        forwarder.on_test_batch_end(batch)
+                    forwarder.on_epoch_end(epoch, {**train_sums.logs(), **val_sums.logs("val_")})
+                    if fit_model.stop_training:
+                        break
         finally:
             self.best.restore()
         if forwarder.stopped_early:
@@ -547,16 +650,27 @@ class _Trainer:
 
 
 class _Forwarder(keras.callbacks.Callback):
-    """Turns Keras' callbacks into TL Studio events, stops on request, on NaN and early.
+    """Turns the training loop's hooks into TL Studio events, stops on request, on NaN and early.
 
-    Raising from ``on_train_batch_end``/``on_test_batch_end`` stops within one
-    batch; setting ``model.stop_training`` alone would wait for the epoch and
-    its validation pass to end.
+    ``_Trainer._phase`` calls the hooks Keras' ``fit`` would call a callback
+    with, with the same ``logs``. Raising from ``on_train_batch_end`` or
+    ``on_test_batch_end`` stops within one batch; ``model.stop_training``
+    ends the phase after the epoch. Across workers, a stop request on any
+    worker stops them all at the same batch.
     """
 
-    def __init__(self, trainer: _Trainer, phase: str, epochs: int, steps: int, learning_rate: float) -> None:
+    def __init__(
+        self,
+        trainer: _Trainer,
+        phase: str,
+        epochs: int,
+        steps: int,
+        learning_rate: float,
+        optimizer: keras.optimizers.Optimizer,
+    ) -> None:
         super().__init__()
         self.trainer = trainer
+        self.optimizer = optimizer
         self.phase = phase
         self.epochs = epochs
         self.steps = steps
@@ -572,10 +686,10 @@ class _Forwarder(keras.callbacks.Callback):
         self.phase_steps = 0
 
     def _rate(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
     def _check_stop(self) -> None:
-        if self.trainer.should_stop():
+        if distribute.agree(self.trainer.strategy, self.trainer.should_stop()):
             raise Cancelled("Training was cancelled.")
 
     def on_train_begin(self, logs=None) -> None:
@@ -593,7 +707,7 @@ class _Forwarder(keras.callbacks.Callback):
             self._not_finite("loss", loss, batch, rate)
         now = time.perf_counter()
         self.phase_steps += 1
-        images = min(self.train_count, (batch + 1) * self.trainer.spec.batch_size)
+        images = min(self.train_count, (batch + 1) * self.trainer.global_batch)
         speed = images / max(now - self.epoch_start, 1e-9)
         remaining = (self.epochs - self.epoch) * self.steps + max(0, self.steps - batch - 1)
         eta = (now - self.phase_start) / self.phase_steps * remaining
@@ -651,6 +765,27 @@ class _Forwarder(keras.callbacks.Callback):
         )
 
 
+class _Sums:
+    """Running loss and accuracy over the batches of one pass, as Keras' ``fit`` logs them."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.correct = 0.0
+        self.count = 0.0
+
+    def add(self, sums: Sequence[float]) -> None:
+        """Add one batch's ``[loss sum, correct, images]``."""
+        loss, correct, count = sums
+        self.loss += loss
+        self.correct += correct
+        self.count += count
+
+    def logs(self, prefix: str = "") -> dict[str, float]:
+        if not self.count:
+            return {f"{prefix}loss": math.nan, f"{prefix}accuracy": math.nan}
+        return {f"{prefix}loss": self.loss / self.count, f"{prefix}accuracy": self.correct / self.count}
+
+
 class _RunLog:
     """``log.txt``: one timestamped line per phase, epoch, message and finished extraction."""
 
@@ -688,6 +823,11 @@ def _log_line(event: Event) -> str:
     if isinstance(event, Progress) and event.total is not None and event.done == event.total:
         return f"{event.task}: {event.done}/{event.total} {event.message}".rstrip()
     return ""
+
+
+def _base_label(recipe: Recipe) -> str:
+    """How the feature cache lists a recipe's base model: its name, or the model file's path."""
+    return recipe.base.model_file if recipe.base.name == "file" and recipe.base.model_file else recipe.base.name
 
 
 def _check_out_dir(out_dir: str | Path | None) -> Path | None:

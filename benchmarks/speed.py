@@ -1,0 +1,344 @@
+"""TL Studio against plain Keras, on the same data and machine, in one run.
+
+    python benchmarks/speed.py            # VGG16, random weights, 96 px, 900 images
+    python benchmarks/speed.py --quick    # 64 px, 450 images: a few minutes on 2 CPU cores
+
+The base is VGG16 with random weights (nothing is downloaded) cut at its default
+tensor, ``block5_pool:0``; the images are generated JPEGs in ``train/`` and
+``val/`` class folders. Everything is written to a temporary folder (also the
+feature cache, through ``TLSTUDIO_HOME``). The last lines are ``name: value``:
+
+* ``extract_vs_forward`` — TL Studio's feature extraction from the image files
+  (decoding, resizing, the frozen base and pooling) in images per second,
+  divided by the raw forward pass of the same frozen part over images already
+  in memory as tensors. Both are measured after one warm-up pass.
+* ``head_speedup_cold`` — 10 head-only epochs in the Keras transfer-learning
+  guide's loop (``image_dataset_from_directory`` → frozen base → ``fit``)
+  divided by ``tlstudio.core.training.train`` with an empty feature cache, the
+  same head (global average pooling, dense softmax), optimizer and batch size;
+  both timings include reading the folders, and TL Studio's includes writing
+  its run folder.
+* ``head_speedup_warm`` — the same, with the cache filled by an earlier run
+  with another head.
+* ``head_val_accuracy_keras`` / ``_tlstudio_cold`` / ``_tlstudio_warm`` — the
+  validation accuracies behind the speed-ups (they should agree within 2 points).
+* ``gui_stall_p99_ms`` / ``gui_stall_max_ms`` — how late a 10 ms QTimer on the
+  main thread of an offscreen TL Studio window fires while the Train page
+  trains a tiny model (head and fine-tuning) through its real worker.
+* ``launch_to_window_s`` — ``python -m tlstudio`` (offscreen) from process
+  start to the main window shown.
+* ``peak_rss_mb`` — this process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HEAD_EPOCHS = 10
+BATCH_SIZE = 32
+LEARNING_RATE = 1e-3
+CLASSES = ("circles", "squares", "stripes")
+PROBE_INTERVAL_MS = 10
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64 px and 450 images: a few minutes on 2 cores")
+    parser.add_argument("--images", type=int, help="images in all (default 900, 450 with --quick)")
+    parser.add_argument("--size", type=int, help="input size in pixels (default 96, 64 with --quick)")
+    parser.add_argument("--gui-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--launch-probe", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.gui_probe:
+        return _gui_probe()
+    if args.launch_probe:
+        return _launch_probe()
+    images = args.images or (450 if args.quick else 900)
+    size = args.size or (64 if args.quick else 96)
+    with tempfile.TemporaryDirectory(prefix="tlstudio-bench-") as folder:
+        work = Path(folder)
+        os.environ["TLSTUDIO_HOME"] = str(work / "home")
+        os.environ["KERAS_HOME"] = str(work / "keras")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        results = _engine_benchmarks(work, images, size)
+        results.update(_gui_benchmarks(work))
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print()
+    for name, value in results.items():
+        print(f"{name}: {value}")
+    return 0
+
+
+# ------------------------------------------------------------------ data
+
+
+def _make_images(root: Path, count: int, seed: int = 0) -> Path:
+    """``root/train|val/<class>/*.jpg``: generated 1.5x the input size, 20% held out for validation."""
+    import numpy as np
+    from PIL import Image
+
+    from tlstudio.core.samples import sample_image
+
+    rng = np.random.default_rng(seed)
+    per_class = count // len(CLASSES)
+    for index, name in enumerate(CLASSES):
+        for n in range(per_class):
+            split = "val" if n % 5 == 0 else "train"
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(sample_image(index, rng, 128)).save(folder / f"{name}_{n:04d}.jpg", quality=90)
+    return root
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ engine
+
+
+def _engine_benchmarks(work: Path, count: int, size: int) -> dict[str, float]:
+    import keras
+
+    from tlstudio.core.recipe import BaseSpec
+
+    root = _make_images(work / "images", count)
+    spec = BaseSpec(name="vgg16", weights="none", input_size=size)
+    keras.utils.set_random_seed(0)
+    from tlstudio.core import backbones
+
+    base = backbones.build_base(spec)
+    _log(f"VGG16 (random weights) at {size}x{size}, {count} generated images in {root}")
+    results: dict[str, float] = {}
+    results["extract_vs_forward"] = _extract_vs_forward(root, base, size)
+    keras_seconds, keras_accuracy = _keras_guide_loop(root, base, size)
+    cold_seconds, cold_accuracy, warm_seconds, warm_accuracy = _tlstudio_runs(work, root, base, spec)
+    results["head_speedup_cold"] = round(keras_seconds / cold_seconds, 2)
+    results["head_speedup_warm"] = round(keras_seconds / warm_seconds, 2)
+    results["head_seconds_keras"] = round(keras_seconds, 2)
+    results["head_seconds_tlstudio_cold"] = round(cold_seconds, 2)
+    results["head_seconds_tlstudio_warm"] = round(warm_seconds, 2)
+    results["head_val_accuracy_keras"] = round(keras_accuracy, 4)
+    results["head_val_accuracy_tlstudio_cold"] = round(cold_accuracy, 4)
+    results["head_val_accuracy_tlstudio_warm"] = round(warm_accuracy, 4)
+    return results
+
+
+def _frozen_part(base, size: int):
+    from tlstudio.core import classifier, tensors, training
+    from tlstudio.core.recipe import HeadSpec
+
+    model = classifier.build_classifier(base, tensors.default_cut_tensor(base), len(CLASSES),
+                                        HeadSpec(batch_norm=False), "caffe")
+    return training._split_head(model)[0]
+
+
+def _extract_vs_forward(root: Path, base, size: int) -> float:
+    """Images per second: extraction from files ÷ the forward pass over in-memory tensors."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tlstudio.core import pipeline, training
+    from tlstudio.core.dataset import scan_dataset
+
+    items = list(scan_dataset([root]).train)
+    frozen = _frozen_part(base, size)
+    quiet = (lambda event: None, lambda: False)
+
+    def extract() -> np.ndarray:
+        return training._extract(frozen, items, size, BATCH_SIZE, *quiet, "benchmark")
+
+    images = pipeline.load_images([item.path for item in items], size)
+    batches = [tf.constant(images[i : i + BATCH_SIZE]) for i in range(0, len(images), BATCH_SIZE)]
+    forward = tf.function(lambda x: frozen(x, training=False))
+
+    def raw() -> None:
+        for batch in batches:
+            forward(batch).numpy()
+
+    extract()
+    raw()
+    rates = {}
+    for name, run in (("extract", extract), ("forward", raw), ("extract", extract), ("forward", raw)):
+        started = time.perf_counter()
+        run()
+        rate = len(items) / (time.perf_counter() - started)
+        rates[name] = max(rates.get(name, 0.0), rate)
+    _log(f"extraction from files {rates['extract']:.1f} images/s, raw forward {rates['forward']:.1f} images/s")
+    return round(rates["extract"] / rates["forward"], 3)
+
+
+def _keras_guide_loop(root: Path, base, size: int) -> tuple[float, float]:
+    """The Keras transfer-learning guide: image_dataset_from_directory → frozen base → fit; (seconds, val accuracy)."""
+    import keras
+    import tensorflow as tf
+
+    from tlstudio.core.preprocess import Preprocess
+
+    keras.utils.set_random_seed(0)
+    started = time.perf_counter()
+    train_ds = keras.utils.image_dataset_from_directory(
+        root / "train", image_size=(size, size), batch_size=BATCH_SIZE, seed=0, verbose=False
+    ).prefetch(tf.data.AUTOTUNE)
+    val_ds = keras.utils.image_dataset_from_directory(
+        root / "val", image_size=(size, size), batch_size=BATCH_SIZE, shuffle=False, verbose=False
+    ).prefetch(tf.data.AUTOTUNE)
+    base.trainable = False
+    inputs = keras.Input((size, size, 3))
+    x = Preprocess("caffe")(inputs)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(CLASSES), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(LEARNING_RATE), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(train_ds, validation_data=val_ds, epochs=HEAD_EPOCHS, verbose=0)
+    seconds = time.perf_counter() - started
+    accuracy = float(history.history["val_accuracy"][-1])
+    _log(f"Keras guide loop: {HEAD_EPOCHS} epochs in {seconds:.1f} s, validation accuracy {accuracy:.4f}")
+    return seconds, accuracy
+
+
+def _tlstudio_runs(work: Path, root: Path, base, spec) -> tuple[float, float, float, float]:
+    """TL Studio's train(): empty cache; then cache filled by another head; (seconds, accuracy) for each."""
+    from tlstudio.core import feature_cache, training
+    from tlstudio.core.recipe import DataSpec, HeadSpec, Recipe, TrainSpec
+
+    def recipe(head: HeadSpec) -> Recipe:
+        return Recipe(
+            data=DataSpec(folders=(str(root),)),
+            base=spec,
+            head=head,
+            training=TrainSpec(epochs=HEAD_EPOCHS, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
+                               early_stopping_patience=0),
+        )
+
+    head = HeadSpec(batch_norm=False)
+    other_head = HeadSpec(hidden_units=(64,), dropout=0.3)
+
+    def timed(name: str, chosen: HeadSpec) -> tuple[float, float]:
+        started = time.perf_counter()
+        result = training.train(recipe(chosen), base_model=base, out_dir=work / "runs" / name)
+        seconds = time.perf_counter() - started
+        accuracy = float(result.metrics["val_accuracy"])
+        _log(f"TL Studio {name}: {HEAD_EPOCHS} epochs in {seconds:.2f} s, validation accuracy {accuracy:.4f}")
+        return seconds, accuracy
+
+    feature_cache.clear()
+    cold = timed("cold", head)
+    feature_cache.clear()
+    timed("fill-with-another-head", other_head)
+    warm = timed("warm", head)
+    return (*cold, *warm)
+
+
+# ------------------------------------------------------------------ GUI
+
+
+def _gui_benchmarks(work: Path) -> dict[str, float]:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "TLSTUDIO_HOME": str(work / "gui-home")}
+    probe = subprocess.run([sys.executable, __file__, "--gui-probe"], capture_output=True, text=True, env=env,
+                           timeout=900)
+    stalls = _last_json(probe, "GUI probe")
+    launches = []
+    for _ in range(3):
+        started = time.time()
+        launch = subprocess.run([sys.executable, __file__, "--launch-probe"], capture_output=True, text=True,
+                                env=env, timeout=300)
+        launches.append(_last_json(launch, "launch probe")["shown_at"] - started)
+    _log(f"launch to window: {', '.join(f'{s:.2f}' for s in launches)} s")
+    return {
+        "gui_stall_p99_ms": stalls["p99_ms"],
+        "gui_stall_max_ms": stalls["max_ms"],
+        "launch_to_window_s": round(sorted(launches)[1], 2),
+    }
+
+
+def _last_json(process: subprocess.CompletedProcess, what: str) -> dict:
+    for line in reversed(process.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"The {what} printed no result (exit {process.returncode}):\n{process.stderr[-3000:]}")
+
+
+def _gui_probe() -> int:
+    """In an offscreen main window, train a tiny model from the Train page while a 10 ms timer measures lateness."""
+    import numpy as np
+    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+
+    from tlstudio.core.dataset import scan_dataset
+    from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+    from tlstudio.gui.app import create_application
+    from tlstudio.gui.main_window import MainWindow
+
+    app = create_application()
+    home = Path(os.environ["TLSTUDIO_HOME"])
+    window = MainWindow(settings=QSettings(str(home / "settings.ini"), QSettings.Format.IniFormat))
+    window.show()
+    state = window.state
+    folder = make_sample_folders(home / "images", per_class=30, size=48)
+    state.update("base", input_size=32)
+    state.update("training", epochs=6, batch_size=4, fine_tune_epochs=2, early_stopping_patience=0)
+    state.set_dataset(scan_dataset([folder]))
+    state.set_base_model(make_tiny_vgg())
+    state.set_tensorflow_ready(True)
+    page = window.pages["Train"]
+    window.stack.setCurrentWidget(page)
+
+    clock = QElapsedTimer()
+    ticks: list[int] = []
+    probe = QTimer()
+    probe.setTimerType(probe.timerType().PreciseTimer)
+    probe.setInterval(PROBE_INTERVAL_MS)
+    probe.timeout.connect(lambda: ticks.append(clock.nsecsElapsed()))
+    page.finished.connect(lambda _result: app.quit())
+    clock.start()
+    probe.start()
+    QTimer.singleShot(0, page.start)
+    app.exec()
+    probe.stop()
+    gaps = np.diff(np.asarray(ticks, dtype=np.float64)) / 1e6
+    stalls = np.maximum(gaps - PROBE_INTERVAL_MS, 0.0)
+    print(json.dumps({
+        "p99_ms": round(float(np.percentile(stalls, 99)), 1),
+        "max_ms": round(float(stalls.max()), 1),
+        "ticks": len(ticks),
+        "seconds": round(clock.elapsed() / 1000, 1),
+        "result": page.result is not None,
+    }))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _launch_probe() -> int:
+    """``tlstudio.gui.app.main`` as ``python -m tlstudio`` runs it, printing the time once the window is shown."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from tlstudio.gui import app, main_window
+
+    original_show = main_window.MainWindow.show
+
+    def show_and_report(window) -> None:
+        original_show(window)
+
+        def report() -> None:
+            print(json.dumps({"shown_at": time.time()}), flush=True)
+            os._exit(0)
+
+        QTimer.singleShot(0, report)
+        QApplication.processEvents()
+
+    main_window.MainWindow.show = show_and_report
+    return app.main([])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
