@@ -47,6 +47,7 @@ BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
 CLASSES = ("circles", "squares", "stripes")
 PROBE_INTERVAL_MS = 10
+PROBE_TIMEOUT_S = int(os.environ.get("TLSTUDIO_BENCH_PROBE_TIMEOUT_S", "300"))
 
 
 def main() -> int:
@@ -271,19 +272,22 @@ def _last_json(process: subprocess.CompletedProcess, what: str) -> dict:
 def _gui_probe() -> int:
     """In an offscreen main window, train a tiny model from the Train page while a 10 ms timer measures lateness."""
     import numpy as np
-    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
 
     from tlstudio.core.dataset import scan_dataset
     from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+    from tlstudio.gui import main_window
     from tlstudio.gui.app import create_application
-    from tlstudio.gui.main_window import MainWindow
 
+    # An error dialog is modal and would wait for a click forever offscreen: report errors on stderr instead.
+    main_window.show_error = lambda parent, error: print(f"error shown: {error!r}", file=sys.stderr, flush=True)
     app = create_application()
     home = Path(os.environ["TLSTUDIO_HOME"])
-    window = MainWindow(settings=QSettings(str(home / "settings.ini"), QSettings.Format.IniFormat))
+    window = main_window.MainWindow(settings=QSettings(str(home / "settings.ini"), QSettings.Format.IniFormat))
     window.show()
     state = window.state
     folder = make_sample_folders(home / "images", per_class=30, size=48)
+    state.update("data", folders=(str(folder),))
     state.update("base", input_size=32)
     state.update("training", epochs=6, batch_size=4, fine_tune_epochs=2, early_stopping_patience=0)
     state.set_dataset(scan_dataset([folder]))
@@ -298,20 +302,24 @@ def _gui_probe() -> int:
     probe.setTimerType(probe.timerType().PreciseTimer)
     probe.setInterval(PROBE_INTERVAL_MS)
     probe.timeout.connect(lambda: ticks.append(clock.nsecsElapsed()))
-    page.finished.connect(lambda _result: app.quit())
+    loop = QEventLoop()
+    page.finished.connect(lambda _result: loop.quit())
     clock.start()
     probe.start()
     QTimer.singleShot(0, page.start)
-    app.exec()
+    QTimer.singleShot(PROBE_TIMEOUT_S * 1000, loop.quit)
+    loop.exec()
     probe.stop()
-    gaps = np.diff(np.asarray(ticks, dtype=np.float64)) / 1e6
-    stalls = np.maximum(gaps - PROBE_INTERVAL_MS, 0.0)
+    times = np.asarray(ticks, dtype=np.float64) / 1e6
+    stalls = np.maximum(np.diff(times) - PROBE_INTERVAL_MS, 0.0)
+    worst = np.argsort(stalls)[::-1][:5]
     print(json.dumps({
         "p99_ms": round(float(np.percentile(stalls, 99)), 1),
         "max_ms": round(float(stalls.max()), 1),
         "ticks": len(ticks),
         "seconds": round(clock.elapsed() / 1000, 1),
-        "result": page.result is not None,
+        "finished": page.result is not None,
+        "worst_ms_at_s": [[round(float(stalls[i]), 1), round(float(times[i]) / 1000, 2)] for i in worst],
     }))
     sys.stdout.flush()
     os._exit(0)

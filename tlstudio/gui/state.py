@@ -27,6 +27,7 @@ class ProjectState(QObject):
     error = Signal(object)
     dirty_changed = Signal(bool)
     path_changed = Signal(object)
+    tensorflow_ready_changed = Signal(bool)
 
     def __init__(self, recipe: Recipe | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -36,6 +37,7 @@ class ProjectState(QObject):
         self._last_run: Any = None
         self._path: Path | None = None
         self._dirty = False
+        self._tensorflow_ready = False
 
     @property
     def recipe(self) -> Recipe:
@@ -65,6 +67,20 @@ class ProjectState(QObject):
     def dirty(self) -> bool:
         """True when the recipe changed since it was last opened or saved."""
         return self._dirty
+
+    @property
+    def tensorflow_ready(self) -> bool:
+        """True once TensorFlow and Keras are imported (the app loads them in the background).
+
+        Actions that need TensorFlow stay disabled until then, so the window
+        never freezes on a first import.
+        """
+        return self._tensorflow_ready
+
+    def set_tensorflow_ready(self, ready: bool = True) -> None:
+        if ready != self._tensorflow_ready:
+            self._tensorflow_ready = ready
+            self.tensorflow_ready_changed.emit(ready)
 
     def set_recipe(self, recipe: Recipe) -> None:
         """Replace the whole recipe; marks the project as changed."""

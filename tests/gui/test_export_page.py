@@ -1,0 +1,89 @@
+"""The Export page: a real (tiny) training run exported, checked and shown; bad destinations explained."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QDesktopServices
+
+from tlstudio.core.recipe import BaseSpec, DataSpec, Recipe, TrainSpec
+from tlstudio.gui import errors
+from tlstudio.gui.pages.export_page import ExportPage
+from tlstudio.gui.state import ProjectState
+
+
+@pytest.fixture
+def trained_state(image_root, tiny_vgg_file, tmp_path):
+    """A project state holding a finished one-epoch run on generated images."""
+    from tlstudio.core.training import train
+
+    recipe = Recipe(
+        data=DataSpec(folders=(str(image_root),)),
+        base=BaseSpec(name="file", model_file=str(tiny_vgg_file), input_size=32),
+        training=TrainSpec(epochs=1, batch_size=8),
+    )
+    state = ProjectState(recipe)
+    state.set_tensorflow_ready(True)
+    state.set_last_run(train(recipe, out_dir=tmp_path / "run"))
+    return state
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    """The texts of the error dialogs shown (their exec is recorded instead of blocking)."""
+    shown = []
+    monkeypatch.setattr(errors.ErrorDialog, "exec", lambda self: shown.append(self.text()) or 0)
+    return shown
+
+
+def export(qtbot, page):
+    with qtbot.waitSignal(page.export_finished, timeout=120_000) as blocker:
+        qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.export_button.isEnabled(), timeout=5_000)
+    return blocker.args[0]
+
+
+def test_export_writes_the_files_and_shows_the_checks(qtbot, trained_state, tmp_path, dialogs, monkeypatch):
+    page = ExportPage(trained_state)
+    qtbot.addWidget(page)
+    assert page.run_dir == trained_state.last_run.run_dir
+    destination = tmp_path / "exported"
+    page.destination_edit.setText(str(destination))
+    for fmt, box in page.format_boxes.items():
+        box.setChecked(fmt in ("keras", "tflite"))
+    report = export(qtbot, page)
+    assert dialogs == []
+    assert report is not None and report.passed
+    assert (destination / "model.keras").is_file()
+    assert (destination / "model.tflite").is_file()
+    assert (destination / "labels.txt").read_text().split() == ["circles", "squares", "stripes"]
+    assert (destination / "model_card.json").is_file()
+    assert page.checks_table.rowCount() == 2
+    assert "passed" in page.checks_table.item(0, 4).text()
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    assert page.open_button.isEnabled()
+    qtbot.mouseClick(page.open_button, Qt.MouseButton.LeftButton)
+    assert opened == [str(destination)]
+
+    # The same folder again without "replace": the engine's message, nothing lost.
+    assert export(qtbot, page) is None
+    assert len(dialogs) == 1 and "already exists" in dialogs[0]
+    assert (destination / "model.keras").is_file()
+
+    # A destination that cannot be created: a clear message, and the page still works.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    page.destination_edit.setText(str(blocker / "exported"))
+    assert export(qtbot, page) is None
+    assert len(dialogs) == 2 and "Cannot write the export" in dialogs[1]
+    assert page.export_button.isEnabled()
+
+
+def test_export_waits_for_a_run_and_for_tensorflow(qtbot):
+    state = ProjectState()
+    page = ExportPage(state)
+    qtbot.addWidget(page)
+    assert not page.export_button.isEnabled()
+    assert "train a model first" in page.export_button.toolTip()
+    assert "wait for TensorFlow" in page.export_button.toolTip()

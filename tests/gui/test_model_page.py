@@ -1,0 +1,145 @@
+"""The Model page on a tiny VGG: the network view, choosing the cut, the head's batch-norm toggle."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from tlstudio.core import backbones
+from tlstudio.core.errors import WeightsError
+from tlstudio.core.tensors import catalogue
+from tlstudio.gui import workers
+from tlstudio.gui.pages.model_page import ModelPage, parse_hidden_units
+from tlstudio.gui.state import ProjectState
+
+
+@pytest.fixture
+def state():
+    state = ProjectState()
+    state.update("base", input_size=32)
+    return state
+
+
+@pytest.fixture
+def page(qtbot, state, tiny_vgg):
+    page = ModelPage(state)
+    qtbot.addWidget(page)
+    page.resize(1300, 800)
+    page.show()
+    with qtbot.waitSignal(page.summary_ready, timeout=30_000):
+        state.set_base_model(tiny_vgg)
+    yield page
+    workers.stop_all()
+
+
+def _click_row(qtbot, page, name):
+    tree = page.network_view.tree
+    index = page.network_view.index_of(name)
+    tree.scrollTo(index)
+    rect = tree.visualRect(index)
+    qtbot.mouseClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def test_network_view_lists_every_tensor_of_the_tiny_model(page, tiny_vgg):
+    assert page.network_view.tensor_names() == [info.name for info in catalogue(tiny_vgg)]
+    assert page.network_view.tensor_names()[:2] == ["input_layer:0", "block1_conv1:0"]
+    # The default cut (no cut in the recipe) is the model's last tensor, marked in the view.
+    assert page.network_view.cut == "block3_pool:0"
+    assert page.network_view.role_of("block3_pool:0").startswith("✂ cut")
+    assert page.network_view.role_of("block1_conv1:0") == "frozen"
+
+
+def test_clicking_a_row_sets_the_cut_tensor(qtbot, page, state):
+    with qtbot.waitSignal(state.recipe_changed):
+        _click_row(qtbot, page, "block2_pool:0")
+    assert state.recipe.cut_tensor == "block2_pool:0"
+    assert page.network_view.role_of("block3_conv1:0") == "not used (past the cut)"
+    assert "8 × 8 × 8" in page.cut_details.text()
+    assert page.field_view.receptive_field == 16
+
+
+def test_the_input_row_cannot_be_chosen_and_says_why(qtbot, page, state):
+    _click_row(qtbot, page, "input_layer:0")
+    assert state.recipe.cut_tensor is None
+    item = page.network_view.model.itemFromIndex(page.network_view.index_of("input_layer:0"))
+    assert "cannot be the cut tensor" in item.toolTip()
+
+
+def test_typing_a_tensor_name_sets_the_cut(qtbot, page, state):
+    page.cut_edit.clear()
+    qtbot.keyClicks(page.cut_edit, "block2_conv1:0")
+    with qtbot.waitSignal(state.recipe_changed):
+        qtbot.keyClick(page.cut_edit, Qt.Key.Key_Return)
+    assert state.recipe.cut_tensor == "block2_conv1:0"
+    assert "✔" in page.cut_message.text()
+
+
+def test_an_operation_name_shows_the_engines_message_and_offers_the_tensor(qtbot, page, state):
+    page.cut_edit.clear()
+    qtbot.keyClicks(page.cut_edit, "block2_pool")
+    qtbot.keyClick(page.cut_edit, Qt.Key.Key_Return)
+    assert state.recipe.cut_tensor is None
+    message = page.cut_message.text()
+    assert "names an operation" in message and "block2_pool:0" in message
+    buttons = page.suggestion_buttons()
+    assert [b.property("tensor") for b in buttons] == ["block2_pool:0"]
+    with qtbot.waitSignal(state.recipe_changed):
+        qtbot.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
+    assert state.recipe.cut_tensor == "block2_pool:0"
+
+
+def test_a_typo_is_validated_while_typing(qtbot, page):
+    page.cut_edit.clear()
+    qtbot.keyClicks(page.cut_edit, "blok2_pool:0")
+    qtbot.waitUntil(lambda: "Did you mean" in page.cut_message.text())
+    assert "block2_pool:0" in [b.property("tensor") for b in page.suggestion_buttons()]
+
+
+def test_batch_norm_toggle_changes_the_built_model(qtbot, page, state):
+    with qtbot.waitSignal(page.summary_ready, timeout=30_000):
+        state.update("head", hidden_units=(16,))
+    assert page.batch_norm_check.isChecked()
+    model = page.summary.model
+    names = [layer.name for layer in model.layers]
+    assert "head_bn" in names and "head_bn_1" in names
+    assert model.get_layer("head_dense_1").use_bias is False
+    with_bn = page.summary.trainable
+
+    with qtbot.waitSignal(page.summary_ready, timeout=30_000):
+        page.batch_norm_check.click()
+    assert state.recipe.head.batch_norm is False
+    model = page.summary.model
+    assert not [layer for layer in model.layers if "bn" in layer.name]
+    assert model.get_layer("head_dense_1").use_bias is True
+    assert page.summary.trainable != with_bn
+    assert "no bias" not in page.summary_label.text()
+
+
+def test_fine_tune_depth_colours_the_layers_and_leaves_the_base_untouched(qtbot, page, state, tiny_vgg):
+    with qtbot.waitSignal(page.summary_ready, timeout=30_000):
+        state.update("training", fine_tune_epochs=2, fine_tune_layers=2)
+    assert page.summary.fine_tuned_layers == ("block3_conv2", "block3_conv3")
+    assert page.network_view.role_of("block3_conv3:0") == "fine-tuned"
+    assert page.network_view.role_of("block3_conv1:0") == "frozen"
+    assert all(layer.trainable for layer in tiny_vgg.layers)
+
+
+def test_offline_download_shows_the_engines_message(qtbot, page, state, monkeypatch):
+    def offline(wf, **kwargs):
+        raise WeightsError(f"Cannot download {wf.filename} ({wf.size_text}): no network. Import it instead.")
+
+    monkeypatch.setattr(backbones, "resolve_weights", offline)
+    state.update("base", name="vgg16", weights="imagenet")
+    assert page.download_button.isVisibleTo(page)
+    assert "58.9 MB" in page.weights_status.text()
+    page.download_button.click()
+    qtbot.waitUntil(lambda: page.weights_message.isVisibleTo(page) and page._weights_job is None, timeout=10_000)
+    assert "no network. Import it instead." in page.weights_message.text()
+    assert "Traceback" not in page.weights_message.text()
+
+
+def test_hidden_units_text():
+    assert parse_hidden_units("256, 128") == (256, 128)
+    assert parse_hidden_units("") == ()
+    with pytest.raises(Exception, match="whole numbers"):
+        parse_hidden_units("12, x")

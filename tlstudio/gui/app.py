@@ -1,0 +1,179 @@
+"""Start the desktop app: the window first, TensorFlow in the background.
+
+``main()`` checks that a display and Qt's system libraries are there (printing
+what to install instead of Qt's abort), creates the application with its name,
+icon and the system's light or dark theme, shows the main window at once and
+imports TensorFlow in a :class:`TensorFlowLoader` thread. Until it reports
+ready, ``ProjectState.tensorflow_ready`` is False and actions that need
+TensorFlow are disabled, with "Loading TensorFlow…" in the status bar.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib import resources
+from typing import Sequence
+
+from tlstudio.system_libs import display_problem
+
+APP_NAME = "TL Studio"
+ORGANISATION = "TL Studio"
+ORGANISATION_DOMAIN = "tlstudio.org"
+
+
+def _resource(name: str):
+    return resources.files("tlstudio.resources").joinpath(name)
+
+
+def app_icon():
+    """The application icon, from the bundled SVG and PNG."""
+    from PySide6.QtGui import QIcon
+
+    icon = QIcon()
+    for name in ("icon.svg", "icon.png"):
+        with resources.as_file(_resource(name)) as path:
+            if path.exists():
+                icon.addFile(str(path))
+    return icon
+
+
+def style_sheet() -> str:
+    """The app's small style sheet (palette-relative, so it suits light and dark)."""
+    resource = _resource("style.qss")
+    return resource.read_text(encoding="utf-8") if resource.is_file() else ""
+
+
+def apply_theme(app) -> None:
+    """Fusion style with the system's light or dark palette, followed live.
+
+    Qt 6 gives Fusion the platform's palette where the platform reports one;
+    where it only reports the colour scheme (``styleHints().colorScheme()``),
+    a matching dark palette is set here so the app still follows the system.
+    """
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QPalette
+
+    app.setStyle("Fusion")
+    scheme = app.styleHints().colorScheme()
+    palette = app.style().standardPalette()
+    window_is_dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
+    if scheme == Qt.ColorScheme.Dark and not window_is_dark:
+        palette = dark_palette()
+    app.setPalette(palette)
+
+
+def dark_palette():
+    """A dark Fusion palette for platforms that say "dark" without providing one."""
+    from PySide6.QtGui import QColor, QPalette
+
+    palette = QPalette()
+    roles = QPalette.ColorRole
+    colours = {
+        roles.Window: "#2b2d31",
+        roles.WindowText: "#e8e8ea",
+        roles.Base: "#1f2023",
+        roles.AlternateBase: "#2f3136",
+        roles.ToolTipBase: "#3a3c42",
+        roles.ToolTipText: "#f0f0f0",
+        roles.PlaceholderText: "#8d8f96",
+        roles.Text: "#e8e8ea",
+        roles.Button: "#35373c",
+        roles.ButtonText: "#e8e8ea",
+        roles.BrightText: "#ff6b6b",
+        roles.Link: "#7aa7ff",
+        roles.Highlight: "#4a7be0",
+        roles.HighlightedText: "#ffffff",
+        roles.Mid: "#44464c",
+        roles.Dark: "#18191b",
+        roles.Light: "#4a4c52",
+    }
+    for role, colour in colours.items():
+        palette.setColor(role, QColor(colour))
+    disabled = QPalette.ColorGroup.Disabled
+    for role in (roles.WindowText, roles.Text, roles.ButtonText):
+        palette.setColor(disabled, role, QColor("#75777d"))
+    return palette
+
+
+def create_application(argv: Sequence[str] | None = None):
+    """The QApplication, named, iconised and themed (reused if one exists)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+        app = QApplication(list(argv) if argv is not None else [sys.argv[0]])
+    app.setApplicationName(APP_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setOrganizationName(ORGANISATION)
+    app.setOrganizationDomain(ORGANISATION_DOMAIN)
+    app.setDesktopFileName("tlstudio")
+    app.setWindowIcon(app_icon())
+    apply_theme(app)
+    app.styleHints().colorSchemeChanged.connect(lambda _scheme: apply_theme(app))
+    app.setStyleSheet(style_sheet())
+    return app
+
+
+def _import_tensorflow() -> None:
+    import tensorflow  # noqa: F401
+    import keras  # noqa: F401
+
+
+def tensorflow_loader():
+    """A QThread that imports TensorFlow and Keras, then emits ``ready(seconds)`` or ``failed(error)``."""
+    from PySide6.QtCore import QThread, Signal
+
+    class TensorFlowLoader(QThread):
+        ready = Signal(float)
+        failed = Signal(object)
+
+        def run(self) -> None:
+            started = time.perf_counter()
+            try:
+                _import_tensorflow()
+            except Exception as error:  # shown in the error dialog; the data page still works
+                self.failed.emit(error)
+            else:
+                self.ready.emit(time.perf_counter() - started)
+
+    return TensorFlowLoader()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Open the main window; ``argv`` may name a project file to open. Returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    problem = display_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    app = create_application([sys.argv[0]])
+
+    from tlstudio.gui import errors
+    from tlstudio.gui.main_window import MainWindow
+    from tlstudio.gui.workers import stop_all
+
+    window = MainWindow()
+    errors.install(window)
+    window.show()
+    project = next((a for a in args if not a.startswith("-")), None)
+    if project:
+        window.open_project(project)
+
+    loader = tensorflow_loader()
+    loader.ready.connect(lambda _seconds: window.state.set_tensorflow_ready(True))
+    loader.failed.connect(window.tensorflow_failed)
+    loader.start()
+    app.aboutToQuit.connect(lambda: stop_all(30_000))
+    try:
+        return app.exec()
+    finally:
+        loader.wait()
+        errors.uninstall()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

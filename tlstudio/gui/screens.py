@@ -1,0 +1,149 @@
+"""Screenshots of every page on a small generated project: ``python -m tlstudio.gui.screens OUT_DIR``.
+
+It writes generated class folders and a tiny VGG-shaped model file (the user's
+"own model", 32x32 input) to a temporary folder, opens the main window, drops
+the folders on the Data page, lets the Model page build the base model, trains
+briefly through the Train page's Start, waits for the Evaluate page and exports
+through the Export page, saving a PNG of the window on each page into
+``OUT_DIR``: ``1-data.png``, ``2-model.png``, ``3-train.png``,
+``4-evaluate.png`` and ``5-export.png``. Without a display it runs offscreen.
+Runs and exports go to the temporary folder; nothing is left in the user's data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+SCREENS = ("Data", "Model", "Train", "Evaluate", "Export")
+WINDOW_SIZE = (1320, 860)
+
+
+def _wait(app, condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Run the event loop until ``condition()`` holds; RuntimeError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Timed out after {timeout:.0f} s waiting for {what}.")
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _settle(app, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
+    """Build the sample project, walk through every page and save the PNGs; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="tlstudio-screens-"))
+    os.environ["TLSTUDIO_HOME"] = str(work / "home")
+
+    from PySide6.QtCore import QSettings
+
+    from tlstudio.gui.app import create_application
+
+    app = create_application()
+    from tlstudio.core.recipe import BaseSpec, HeadSpec, Recipe, TrainSpec
+    from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+    from tlstudio.gui import errors
+    from tlstudio.gui.main_window import MainWindow
+
+    images = make_sample_folders(work / "shapes", classes=("circles", "squares", "stripes", "triangles"),
+                                 per_class=30, size=64)
+    (images / "circles" / "notes.txt").write_text("not an image")
+    (images / "squares" / "empty.jpg").write_bytes(b"")
+    (images / "stripes" / "copy.png").write_bytes((images / "stripes" / "stripes_000.png").read_bytes())
+    model_file = work / "my_vgg.keras"
+    make_tiny_vgg(input_size=32).save(model_file)
+
+    window = MainWindow(settings=QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat))
+    errors.install(window)
+    window.resize(*WINDOW_SIZE)
+    window.show()
+    state = window.state
+    state.set_recipe(Recipe(
+        base=BaseSpec(name="file", model_file=str(model_file), input_size=32),
+        head=HeadSpec(hidden_units=(32,), dropout=0.2),
+        training=TrainSpec(epochs=epochs, batch_size=8, learning_rate=3e-3, early_stopping_patience=0),
+    ))
+    state.save(work / "shapes-project.json")
+
+    import keras  # noqa: F401  the app imports it in the background; here the pages simply wait for it
+
+    state.set_tensorflow_ready(True)
+    data_page = window.pages["Data"]
+    data_page.set_folders([str(images)])
+    _wait(app, lambda: state.dataset is not None, 60, "the Data page's scan")
+    _wait(app, lambda: not data_page.is_scanning(), 60, "the scan to end")
+    saved = []
+    window.show_page("Data")
+    _settle(app, 1.5)
+    saved.append(_grab(window, out, 1, "Data"))
+
+    window.show_page("Model")
+    window.pages["Model"].load_base_model()
+    _wait(app, lambda: state.base_model is not None, 120, "the Model page to build the base model")
+    _settle(app, 3.0)
+    saved.append(_grab(window, out, 2, "Model"))
+
+    train_page = window.pages["Train"]
+    window.show_page("Train")
+    train_page.start()
+    _wait(app, lambda: state.last_run is not None and not train_page.is_running(), 600, "training")
+    _settle(app, 1.0)
+    saved.append(_grab(window, out, 3, "Train"))
+
+    evaluate_page = window.pages["Evaluate"]
+    window.show_page("Evaluate")
+    _wait(app, lambda: evaluate_page.predictions is not None and evaluate_page.job is None, 180, "evaluation")
+    _settle(app, 1.0)
+    saved.append(_grab(window, out, 4, "Evaluate"))
+
+    export_page = window.pages["Export"]
+    window.show_page("Export")
+    export_page.destination_edit.setText(str(work / "exports" / "shapes-classifier"))
+    finished = []
+    export_page.export_finished.connect(finished.append)
+    export_page.start_export()
+    _wait(app, lambda: bool(finished) and export_page.export_button.isEnabled(), 600, "the export")
+    _settle(app, 1.0)
+    saved.append(_grab(window, out, 5, "Export"))
+
+    state.save()
+    window.close()
+    errors.uninstall()
+    return saved
+
+
+def _grab(window, out: Path, number: int, title: str) -> Path:
+    path = out / f"{number}-{title.lower()}.png"
+    if not window.grab().save(str(path)):
+        raise RuntimeError(f"Could not write {path}")
+    print(f"saved {path}", flush=True)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m tlstudio.gui.screens OUT_DIR", file=sys.stderr)
+        return 2
+    from tlstudio.system_libs import display_problem
+
+    if display_problem() is not None:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    take_screens(args[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The network as a tree of tensors: where the base model can be cut.
+
+One row per tensor of the base model (``core.tensors.catalogue``), in layer
+order and grouped by VGG block (``block1 ▸ block1_conv1:0 …``), with its type,
+output shape, parameter count and receptive field. Rows are coloured by what
+training will do with the layer: frozen (grey-blue), fine-tuned (green), the
+cut itself (bold, marked ✂) and the layers past the cut, which the new model
+does not use (dimmed). Tensors the model cannot be cut at are greyed, with the
+reason as their tooltip; selecting any other row picks it as the cut tensor.
+
+Run ``python -m tlstudio.gui.widgets.network_view`` to see VGG16's layer table.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
+
+FROZEN_COLOUR = QColor(110, 140, 185, 70)
+TRAINABLE_COLOUR = QColor(60, 175, 80, 95)
+CUT_MARK = "✂"
+
+COLUMNS = ("Tensor", "Type", "Output shape", "Params", "Receptive field", "Training")
+INFO_ROLE = Qt.ItemDataRole.UserRole + 1
+
+_HEADER_TIPS = (
+    "A tensor is one output of an operation (a layer), named 'layer:index': block4_pool is the "
+    "max-pooling operation, block4_pool:0 its first (and only) output. The new head is attached to a tensor.",
+    "The kind of layer that produces the tensor.",
+    "The tensor's shape per image: height x width x channels for feature maps.",
+    "Weights in the layer that produces the tensor.",
+    "How many input pixels (square side) one value of the tensor is computed from, and the spacing "
+    "in pixels between neighbouring values. Deeper tensors see larger patches and more abstract patterns.",
+    "What training does with the layer: frozen (kept as pretrained), fine-tuned (trained in the "
+    "fine-tuning phase), or not used (past the cut).",
+)
+
+
+def format_shape(shape: Sequence[int | None]) -> str:
+    """``(None, 7, 7, 512)`` → ``7 × 7 × 512`` (the batch axis left out)."""
+    dims = [d for d in shape[1:]] if shape and shape[0] is None else list(shape)
+    return " × ".join("?" if d is None else str(d) for d in dims) or "scalar"
+
+
+def format_field(info) -> str:
+    """The receptive-field column: size and spacing, or 'whole image' past the spatial layers."""
+    if info.receptive_field is None:
+        return "unknown"
+    if info.jump is None:
+        return f"whole image ({info.receptive_field} px)"
+    return f"{info.receptive_field} px, every {info.jump} px"
+
+
+class NetworkView(QWidget):
+    """The tensor tree of a base model; emits ``cut_selected(name)`` when the user picks a row."""
+
+    cut_selected = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._infos: list = []
+        self._items: dict[str, QStandardItem] = {}
+        self._cut: str | None = None
+        self._fine_tuned: frozenset[str] = frozenset()
+        self._syncing = False
+
+        self.model = QStandardItemModel(0, len(COLUMNS), self)
+        self.model.setHorizontalHeaderLabels(list(COLUMNS))
+        for column, tip in enumerate(_HEADER_TIPS):
+            self.model.horizontalHeaderItem(column).setToolTip(tip)
+        self.tree = QTreeView()
+        self.tree.setModel(self.model)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(False)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.tree.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        header = self.tree.header()
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.selectionModel().currentRowChanged.connect(self._on_current_changed)
+
+        legend = QHBoxLayout()
+        legend.setContentsMargins(0, 0, 0, 0)
+        for colour, text, tip in (
+            (FROZEN_COLOUR, "frozen", "Kept as pretrained: these weights do not change."),
+            (TRAINABLE_COLOUR, "fine-tuned", "Trained, at a lower learning rate, in the fine-tuning phase."),
+        ):
+            swatch = QLabel()
+            swatch.setFixedSize(14, 14)
+            swatch.setStyleSheet(
+                f"background: rgba({colour.red()},{colour.green()},{colour.blue()},{colour.alpha()});"
+                "border: 1px solid palette(mid);"
+            )
+            label = QLabel(text)
+            label.setToolTip(tip)
+            legend.addWidget(swatch)
+            legend.addWidget(label)
+            legend.addSpacing(10)
+        cut_label = QLabel(f"<b>{CUT_MARK} cut</b>: the head is attached here")
+        legend.addWidget(cut_label)
+        legend.addSpacing(10)
+        unused = QLabel("<i>dimmed</i>: past the cut, not used")
+        legend.addWidget(unused)
+        legend.addStretch(1)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tree)
+        layout.addLayout(legend)
+
+    @property
+    def infos(self) -> list:
+        return list(self._infos)
+
+    @property
+    def cut(self) -> str | None:
+        return self._cut
+
+    def tensor_names(self) -> list[str]:
+        """Every tensor name shown, in layer order."""
+        return [info.name for info in self._infos]
+
+    def set_catalogue(self, infos: Iterable) -> None:
+        """Show a model's tensors (``core.tensors.TensorInfo`` entries, in layer order)."""
+        self._infos = list(infos)
+        self._items.clear()
+        self.model.removeRows(0, self.model.rowCount())
+        groups: dict[str, QStandardItem] = {}
+        root = self.model.invisibleRootItem()
+        for info in self._infos:
+            row = self._row_items(info)
+            if info.block:
+                group = groups.get(info.block)
+                if group is None:
+                    group = self._group_row(info.block, root)
+                    groups[info.block] = group
+                group.appendRow(row)
+            else:
+                root.appendRow(row)
+            self._items[info.name] = row[0]
+        for group in groups.values():
+            self._summarise_group(group)
+        self.tree.expandAll()
+        self._restyle()
+
+    def set_cut(self, name: str | None) -> None:
+        """Mark ``name`` as the cut tensor and select its row (no signal)."""
+        self._cut = name
+        self._restyle()
+        item = self._items.get(name) if name else None
+        self._syncing = True
+        try:
+            if item is None:
+                self.tree.selectionModel().clearSelection()
+            else:
+                index = item.index()
+                self.tree.selectionModel().setCurrentIndex(
+                    index,
+                    QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
+                )
+                self.tree.scrollTo(index)
+        finally:
+            self._syncing = False
+
+    def set_fine_tuned(self, layer_names: Iterable[str]) -> None:
+        """The base layers the fine-tuning phase would train (coloured green)."""
+        self._fine_tuned = frozenset(layer_names)
+        self._restyle()
+
+    def index_of(self, name: str) -> QModelIndex:
+        """The model index of a tensor's row (first column)."""
+        return self._items[name].index()
+
+    def role_of(self, name: str) -> str:
+        """The text of a tensor's "Training" column: frozen, fine-tuned, cut, not used, …"""
+        item = self._items[name]
+        return self._sibling(item, COLUMNS.index("Training")).text()
+
+    def _row_items(self, info) -> list[QStandardItem]:
+        texts = (
+            info.name, info.layer_type, format_shape(info.shape), f"{info.params:,}", format_field(info), "",
+        )
+        items = [QStandardItem(text) for text in texts]
+        for column, item in enumerate(items):
+            item.setData(info, INFO_ROLE)
+            item.setEditable(False)
+            if column in (3,):
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if info.cuttable:
+            tip = f"{info.name}: output of the {info.layer_type} layer '{info.layer}'. Click to attach the head here."
+            if info.receptive_field is not None and info.jump is not None:
+                tip += (
+                    f"\nEach value sees a {info.receptive_field}×{info.receptive_field}-pixel patch of the "
+                    f"input; neighbouring values are {info.jump} px apart."
+                )
+        else:
+            tip = f"{info.name} cannot be the cut tensor: {info.reason}"
+            for item in items:
+                item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+        for item in items:
+            item.setToolTip(tip)
+        return items
+
+    def _group_row(self, block: str, root: QStandardItem) -> QStandardItem:
+        items = [QStandardItem(block)] + [QStandardItem("") for _ in COLUMNS[1:]]
+        for item in items:
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+        font = QFont(self.font())
+        font.setBold(True)
+        items[0].setFont(font)
+        root.appendRow(items)
+        return items[0]
+
+    def _summarise_group(self, group: QStandardItem) -> None:
+        children = [group.child(r, 0).data(INFO_ROLE) for r in range(group.rowCount())]
+        parent = group.parent() or self.model.invisibleRootItem()
+        row = group.row()
+        parent.child(row, 1).setText(f"{len(children)} layers")
+        parent.child(row, 2).setText(format_shape(children[-1].shape))
+        parent.child(row, 3).setText(f"{sum(c.params for c in children):,}")
+        parent.child(row, 3).setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        group.setToolTip(f"VGG block {group.text()[5:]}: convolutions followed by a 2×2 max-pool that halves the size.")
+
+    def _sibling(self, item: QStandardItem, column: int) -> QStandardItem:
+        parent = item.parent() or self.model.invisibleRootItem()
+        return parent.child(item.row(), column)
+
+    def _restyle(self) -> None:
+        """Colour rows by role: frozen, fine-tuned, the cut, past the cut, not cuttable."""
+        names = self.tensor_names()
+        cut_position = names.index(self._cut) if self._cut in names else len(names) - 1
+        palette = self.palette()
+        disabled = palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+        normal_font = QFont(self.font())
+        bold_font = QFont(self.font())
+        bold_font.setBold(True)
+        italic_font = QFont(self.font())
+        italic_font.setItalic(True)
+        for position, info in enumerate(self._infos):
+            item = self._items[info.name]
+            row = [self._sibling(item, column) for column in range(len(COLUMNS))]
+            background = QBrush()
+            foreground = QBrush()
+            font = normal_font
+            if position > cut_position:
+                role = "not used (past the cut)"
+                foreground = QBrush(disabled)
+                font = italic_font
+            elif not info.cuttable and position == 0:
+                role = "input"
+                foreground = QBrush(disabled)
+            else:
+                tuned = info.layer in self._fine_tuned
+                role = "fine-tuned" if tuned else "frozen"
+                if not info.params:
+                    role = "no weights"
+                background = QBrush(TRAINABLE_COLOUR if tuned else FROZEN_COLOUR)
+                if not info.cuttable:
+                    foreground = QBrush(disabled)
+            if info.name == self._cut:
+                font = bold_font
+                role = f"{CUT_MARK} cut ({role})"
+            row[0].setText(f"{CUT_MARK} {info.name}" if info.name == self._cut else info.name)
+            row[-1].setText(role)
+            for cell in row:
+                cell.setBackground(background)
+                cell.setForeground(foreground)
+                cell.setFont(font)
+
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if self._syncing or not current.isValid():
+            return
+        info = current.siblingAtColumn(0).data(INFO_ROLE)
+        if info is not None and info.cuttable:
+            self.cut_selected.emit(info.name)
+
+
+def _vgg16_catalogue() -> list:
+    """VGG16's tensors without the top at 224 px, written out without building the model."""
+    from tlstudio.core.tensors import TensorInfo
+
+    infos = [TensorInfo(
+        "input_layer:0", "input_layer", "InputLayer", (None, 224, 224, 3), 0, 0, 1, 1, False,
+        "the input cannot be cut: nothing of the base model would remain; cut at a tensor after it", "",
+    )]
+    size, channels, field, jump = 224, 3, 1, 1
+    for block, (convs, filters) in enumerate(((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)), start=1):
+        for conv in range(1, convs + 1):
+            params = 9 * channels * filters + filters
+            channels = filters
+            field += 2 * jump
+            name = f"block{block}_conv{conv}"
+            infos.append(TensorInfo(
+                f"{name}:0", name, "Conv2D", (None, size, size, filters), params, params, field, jump, True, "",
+                f"block{block}",
+            ))
+        size //= 2
+        field += jump
+        jump *= 2
+        name = f"block{block}_pool"
+        infos.append(TensorInfo(
+            f"{name}:0", name, "MaxPooling2D", (None, size, size, channels), 0, 0, field, jump, True, "", f"block{block}",
+        ))
+    return infos
+
+
+def _demo() -> None:
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    widget = NetworkView()
+    widget.set_catalogue(_vgg16_catalogue())
+    widget.set_cut("block4_pool:0")
+    widget.set_fine_tuned(["block4_conv2", "block4_conv3"])
+    widget.cut_selected.connect(lambda name: (widget.set_cut(name), print("cut tensor:", name)))
+    widget.resize(820, 640)
+    widget.setWindowTitle("Network view — VGG16 (demo)")
+    widget.show()
+    if "--screenshot" in sys.argv:
+        app.processEvents()
+        widget.grab().save(sys.argv[sys.argv.index("--screenshot") + 1])
+        return
+    app.exec()
+
+
+if __name__ == "__main__":
+    _demo()
