@@ -1,4 +1,4 @@
-"""The main window: a sidebar of pages (Data, Model, Train, Evaluate, Export), menus and status bar.
+"""The main window: a sidebar of pages (Data, Model, Train, Evaluate, Export, Predict, Runs), menus, status bar.
 
 It owns the :class:`ProjectState` the pages share, the File menu (a project is
 the engine's project file, so the CLI can run it), recent projects and window
@@ -52,9 +52,13 @@ PAGES: tuple[tuple[str, str, str, bool, str], ...] = (
     ("Train", "tlstudio.gui.pages.train_page", "TrainPage", True,
      "Train the head (and optionally fine-tune the base) with live loss and accuracy curves."),
     ("Evaluate", "tlstudio.gui.pages.evaluate_page", "EvaluatePage", True,
-     "How well the trained model does on the validation images: accuracy per class, confusion matrix."),
+     "How well the trained model does on held-out images: metrics, confusion matrix, mistakes, Grad-CAM."),
     ("Export", "tlstudio.gui.pages.export_page", "ExportPage", False,
      "Save the trained model for other programs: Keras, SavedModel, TFLite, ONNX, checked after writing."),
+    ("Predict", "tlstudio.gui.pages.predict_page", "PredictPage", True,
+     "Drop images or folders to see the model's top predictions for each."),
+    ("Runs", "tlstudio.gui.pages.runs_page", "RunsPage", False,
+     "Every training run with its recipe and final metrics; compare two runs' curves."),
 )
 
 GLOSSARY = """

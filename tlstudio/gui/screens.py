@@ -104,7 +104,7 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
 
     evaluate_page = window.pages["Evaluate"]
     window.show_page("Evaluate")
-    _wait(app, lambda: evaluate_page.predictions is not None and evaluate_page.job is None, 180, "evaluation")
+    _wait(app, lambda: evaluate_page.evaluation is not None and evaluate_page.job is None, 180, "evaluation")
     _settle(app, 1.0)
     saved.append(_grab(window, out, 4, "Evaluate"))
 

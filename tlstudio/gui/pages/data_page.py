@@ -533,8 +533,9 @@ class DataPage(QWidget):
         if imbalance:
             warnings.append(imbalance)
         if dataset.duplicates:
-            warnings.append(f"{len(dataset.duplicates)} groups of identical files (see Duplicates); each group "
-                            "stays on one side of the split.")
+            count = len(dataset.duplicates)
+            warnings.append(f"{count} {'group' if count == 1 else 'groups'} of identical files (see Duplicates); "
+                            "each group stays on one side of the split.")
         self.warnings_label.setText("\n".join(f"• {w}" for w in warnings))
         self.warnings_label.setVisible(bool(warnings))
 

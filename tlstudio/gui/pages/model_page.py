@@ -5,10 +5,11 @@ or the user's file), its input size and where its weights come from
 (downloaded with progress and cancel, or imported from a file). Middle: the
 network as a tree of tensors; picking a row or typing a tensor name sets the
 cut tensor, and the engine's validation appears under the name as it is
-typed. Right: what the cut means (feature-map size, receptive field drawn on a
-sample image), the head options and a live summary of trainable and frozen
-parameters, built with the engine's own ``build_classifier`` off the GUI
-thread.
+typed; "Compare cuts…" previews a few cuts with a quick linear classifier
+(:mod:`tlstudio.gui.cut_comparison_dialog`). Right: what the cut means
+(feature-map size, receptive field drawn on a sample image), the head options
+and a live summary of trainable and frozen parameters, built with the
+engine's own ``build_classifier`` off the GUI thread.
 
 Everything here edits :class:`~tlstudio.gui.state.ProjectState`; slow work
 (building models, downloading, hashing) runs through
@@ -50,6 +51,7 @@ from tlstudio.core.errors import RecipeError, TensorNameError, UserError, Weight
 from tlstudio.core.events import Progress
 from tlstudio.core.recipe import BaseSpec, HeadSpec
 from tlstudio.gui import workers
+from tlstudio.gui.cut_comparison_dialog import CutComparisonDialog
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.network_view import NetworkView, format_shape
 from tlstudio.gui.widgets.receptive_field_view import ReceptiveFieldView
@@ -417,6 +419,10 @@ class ModelPage(QWidget):
         self.cut_edit.textEdited.connect(lambda _: self._validate_timer.start())
         self.cut_edit.returnPressed.connect(lambda: self.apply_cut_text(self.cut_edit.text()))
         row.addWidget(self.cut_edit, 1)
+        self.compare_button = QPushButton("Compare cuts…")
+        self.compare_button.setObjectName("compareCuts")
+        self.compare_button.clicked.connect(self.compare_cuts)
+        row.addWidget(self.compare_button)
         column.addLayout(row)
         self.cut_message = QLabel()
         self.cut_message.setObjectName("cutMessage")
@@ -774,6 +780,7 @@ class ModelPage(QWidget):
         self.network_view.setVisible(has_model)
         self.placeholder.setVisible(not has_model)
         self.cut_edit.setEnabled(has_model)
+        self._update_compare_button()
         blocker = QSignalBlocker(self.fine_tune_from_combo)
         self._fill_fine_tune_from()
         del blocker
@@ -782,8 +789,30 @@ class ModelPage(QWidget):
         self._summary_timer.start()
 
     def _on_dataset_changed(self, _dataset) -> None:
+        self._update_compare_button()
         self._show_cut()
         self._summary_timer.start()
+
+    def _update_compare_button(self) -> None:
+        dataset = self.state.dataset
+        reasons = []
+        if self.state.base_model is None:
+            reasons.append("load a base model")
+        if dataset is None or not dataset.train or not dataset.val:
+            reasons.append("add images with a validation split on the Data page")
+        self.compare_button.setEnabled(not reasons)
+        self.compare_button.setToolTip(
+            "Fit a quick linear classifier on the features of a few cut tensors and compare their validation "
+            "accuracy, to choose the cut before full training."
+            + (f" First {' and '.join(reasons)}." if reasons else "")
+        )
+
+    def compare_cuts(self) -> CutComparisonDialog:
+        """Open the cut comparison dialog (not modal: the page stays usable while it works)."""
+        dialog = CutComparisonDialog(self.state, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     # ----- cut tensor ------------------------------------------------------------------------------------------
 

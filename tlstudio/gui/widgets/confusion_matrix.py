@@ -1,8 +1,11 @@
 """A confusion-matrix heat map: true classes down, predicted classes across.
 
-Each cell shows its count; its colour is the share of that row (the true
+Each cell shows its count, or with :meth:`ConfusionMatrixView.set_normalised`
+the share of its row; its colour is always the share of that row (the true
 class) that went to the predicted class, so a class with few images is as
-readable as a large one. A perfect classifier is a dark diagonal.
+readable as a large one. A perfect classifier is a dark diagonal. Clicking a
+cell emits ``cell_clicked(true, predicted)`` and outlines it, so a view of the
+images can follow.
 
 Run ``python -m tlstudio.gui.widgets.confusion_matrix`` to see it with made-up numbers.
 """
@@ -12,8 +15,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from PySide6.QtCore import QPoint, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QHelpEvent, QPainter, QPalette
+from PySide6.QtCore import QPoint, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QHelpEvent, QMouseEvent, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 _CORRECT = QColor(31, 119, 180)
@@ -26,13 +29,18 @@ def _elide(name: str) -> str:
 
 
 class ConfusionMatrixView(QWidget):
-    """Paints a confusion matrix with counts; hover a cell for its meaning."""
+    """Paints a confusion matrix with counts or row shares; hover a cell for its meaning, click to pick it."""
+
+    cell_clicked = Signal(int, int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._matrix = np.zeros((0, 0), dtype=np.int64)
         self._classes: tuple[str, ...] = ()
+        self._normalised = False
+        self._selected: tuple[int, int] | None = None
         self.setMouseTracking(True)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setMinimumSize(260, 220)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setToolTip("Rows: the true class. Columns: the class the model predicted. Diagonal: correct.")
@@ -55,20 +63,57 @@ class ConfusionMatrixView(QWidget):
             )
         self._matrix = matrix
         self._classes = tuple(classes)
+        self._selected = None
         self.updateGeometry()
         self.update()
 
     def clear(self) -> None:
         self._matrix = np.zeros((0, 0), dtype=np.int64)
         self._classes = ()
+        self._selected = None
         self.update()
+
+    @property
+    def normalised(self) -> bool:
+        """True when cells show the share of their row instead of the count."""
+        return self._normalised
+
+    def set_normalised(self, normalised: bool) -> None:
+        self._normalised = bool(normalised)
+        self.update()
+
+    @property
+    def selected_cell(self) -> tuple[int, int] | None:
+        """The (true, predicted) cell last clicked, outlined; None when none is."""
+        return self._selected
+
+    def set_selected_cell(self, cell: tuple[int, int] | None) -> None:
+        self._selected = cell
+        self.update()
+
+    def click_cell(self, row: int, column: int) -> None:
+        """Pick a cell as a click on it does: outline it and emit ``cell_clicked``."""
+        self.set_selected_cell((row, column))
+        self.cell_clicked.emit(row, column)
+
+    def cell_center(self, row: int, column: int) -> QPoint:
+        """The widget position of a cell's centre (for tests and tooltips)."""
+        left, top, side = self._grid()
+        return QPoint(int(left + (column + 0.5) * side), int(top + (row + 0.5) * side))
 
     def cell_value(self, row: int, column: int) -> int:
         """The count in the cell of true class ``row`` and predicted class ``column``."""
         return int(self._matrix[row, column])
 
+    def cell_share(self, row: int, column: int) -> float:
+        """The share of the true class ``row`` that was predicted as ``column`` (0 for an empty row)."""
+        total = int(self._matrix[row].sum())
+        return self.cell_value(row, column) / total if total else 0.0
+
     def cell_text(self, row: int, column: int) -> str:
-        """The text painted in a cell: its count."""
+        """The text painted in a cell: its count, or its row share when normalised."""
+        if self._normalised:
+            return f"{self.cell_share(row, column):.0%}"
         return str(self.cell_value(row, column))
 
     def sizeHint(self) -> QSize:
@@ -164,6 +209,20 @@ class ConfusionMatrixView(QWidget):
                 dark = colour.alphaF() > 0.55
                 painter.setPen(QColor("white") if dark else text_colour)
                 painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.cell_text(row, column))
+        if self._selected is not None and max(self._selected) < n:
+            row, column = self._selected
+            painter.setPen(QPen(palette.color(QPalette.ColorRole.Highlight), 3))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(QRectF(left + column * side + 1.5, top + row * side + 1.5, side - 3, side - 3))
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
+        if event.button() == Qt.MouseButton.LeftButton:
+            cell = self.cell_at(event.position().toPoint())
+            if cell is not None:
+                self.click_cell(*cell)
+                event.accept()
+                return
+        super().mouseReleaseEvent(event)
 
     def event(self, event) -> bool:
         if event.type() == QHelpEvent.Type.ToolTip:
@@ -176,7 +235,8 @@ class ConfusionMatrixView(QWidget):
                 verb = "correctly classified as" if row == column else "predicted as"
                 QToolTip.showText(
                     event.globalPos(),
-                    f"{count} '{self._classes[row]}' image(s) {verb} '{self._classes[column]}'{share}",
+                    f"{count} '{self._classes[row]}' image(s) {verb} '{self._classes[column]}'{share}. "
+                    "Click to see them.",
                     self,
                 )
                 return True

@@ -41,6 +41,7 @@ class DropZone(QFrame):
         self.setAcceptDrops(True)
         self.setProperty("dragActive", False)
         self.setMinimumHeight(96)
+        self.setMaximumHeight(150)
         title = QLabel("Drop image folders here")
         title.setObjectName("dropTitle")
         font = title.font()
@@ -49,7 +50,7 @@ class DropZone(QFrame):
         title.setFont(font)
         hint = QLabel(
             "One folder with a sub-folder per class  ·  a folder with train/ and val/  ·  "
-            "or several class folders at once.  Hold Ctrl while dropping to add to the current folders."
+            "or several class folders at once.\nHold Ctrl while dropping to add to the current folders."
         )
         hint.setWordWrap(True)
         for label in (title, hint):
