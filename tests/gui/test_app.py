@@ -14,7 +14,7 @@ from tlstudio.core.errors import Cancelled, DataError
 from tlstudio.core.recipe import DataSpec, HeadSpec
 from tlstudio.gui import app as gui_app
 from tlstudio.gui import errors, workers
-from tlstudio.gui.main_window import MainWindow
+from tlstudio.gui.main_window import PAGES, MainWindow
 
 
 @pytest.fixture
@@ -115,7 +115,9 @@ def test_closing_during_training_asks_and_stops_the_worker(qtbot, window, monkey
 
 
 def test_pages_switch_with_ctrl_number(qtbot, window):
-    assert [a.shortcut().toString() for a in window.page_actions] == [f"Ctrl+{n}" for n in range(1, 6)]
+    shortcuts = [a.shortcut().toString() for a in window.page_actions]
+    assert shortcuts == [f"Ctrl+{n}" for n in range(1, len(PAGES) + 1)]
+    assert [title for title, *_ in PAGES][:5] == ["Data", "Model", "Train", "Evaluate", "Export"]
     window.page_actions[2].trigger()
     assert window.current_page_title() == "Train"
     window.page_actions[4].trigger()

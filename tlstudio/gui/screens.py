@@ -7,19 +7,19 @@ briefly through the Train page's Start, waits for the Evaluate page and exports
 through the Export page, saving a PNG of the window on each page into
 ``OUT_DIR``: ``1-data.png``, ``2-model.png``, ``3-train.png``,
 ``4-evaluate.png`` and ``5-export.png``. Without a display it runs offscreen.
-Runs and exports go to the temporary folder; nothing is left in the user's data.
+Runs and exports go to the temporary folder, which is removed at the end.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-SCREENS = ("Data", "Model", "Train", "Evaluate", "Export")
 WINDOW_SIZE = (1320, 860)
 
 
@@ -56,6 +56,7 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
     from tlstudio.gui import errors
     from tlstudio.gui.main_window import MainWindow
+    from tlstudio.gui.workers import stop_all
 
     images = make_sample_folders(work / "shapes", classes=("circles", "squares", "stripes", "triangles"),
                                  per_class=30, size=64)
@@ -95,6 +96,9 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     _settle(app, 3.0)
     saved.append(_grab(window, out, 2, "Model"))
 
+    evaluate_page = window.pages["Evaluate"]
+    evaluated = []
+    evaluate_page.evaluated.connect(evaluated.append)
     train_page = window.pages["Train"]
     window.show_page("Train")
     train_page.start()
@@ -120,7 +124,10 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
 
     state.save()
     window.close()
+    window.settings.sync()
     errors.uninstall()
+    stop_all()
+    shutil.rmtree(work, ignore_errors=True)
     return saved
 
 
