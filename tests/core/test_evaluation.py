@@ -14,6 +14,7 @@ import pytest
 from tlstudio.core import evaluation as ev
 from tlstudio.core import export, runs
 from tlstudio.core.classifier import build_classifier
+from tlstudio.core.dataset import scan_dataset
 from tlstudio.core.errors import Cancelled, DataError, ModelFileError, UserError
 from tlstudio.core.events import Progress
 from tlstudio.core.images import load_rgb
@@ -159,6 +160,20 @@ def test_test_split_is_kept_beside_the_validation_one_and_reaches_the_model_card
     assert card["evaluation"]["test"]["confusion_matrix"] == result.confusion_matrix.tolist()
     assert "records" not in card["evaluation"]["test"]
     json.dumps(card, allow_nan=False)
+
+
+def test_a_dataset_given_directly_is_evaluated_without_folders_in_the_recipe(run_dir, tmp_path):
+    model = runs.load_run(run_dir).load_model()
+    no_folders = write_run(tmp_path / "run", DataSpec(), model)
+    with pytest.raises(UserError, match="does not name its data folders"):
+        ev.evaluate_run(no_folders, save=False)
+    dataset = scan_dataset([run_dir.parent / "data"])
+    result = ev.evaluate_run(no_folders, dataset=dataset, model=model)
+    assert result.images == 9 and result.classes == SAMPLE_CLASSES
+    assert sorted(r.path for r in result.records) == sorted(item.path for item in dataset.val)
+    assert set(ev.load_evaluations(no_folders)) == {"val"}
+    with pytest.raises(DataError, match="without folders"):
+        ev.evaluate_run(no_folders, split="test", dataset=scan_dataset([run_dir.parent / "data" / "train"]))
 
 
 def test_unreadable_images_are_skipped_and_listed(run_dir, tmp_path):

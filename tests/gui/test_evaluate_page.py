@@ -85,3 +85,19 @@ def test_evaluates_the_last_run_and_offers_no_test_split_without_one(qtbot, imag
     assert evaluation.accuracy == pytest.approx(result.metrics["val_accuracy"], abs=1e-6)
     assert (result.run_dir / "evaluation.json").is_file()
     qtbot.waitUntil(lambda: page.job is None)
+
+
+def test_a_run_trained_on_a_dataset_without_folders_is_evaluated_on_that_dataset(qtbot, image_root, tiny_vgg):
+    dataset = scan_dataset([image_root])
+    recipe = Recipe(base=BaseSpec(input_size=32), training=TrainSpec(epochs=1, batch_size=8))
+    result = training.train(recipe, dataset=dataset, base_model=tiny_vgg)
+    state = ProjectState()
+    state.set_dataset(dataset)
+    page = EvaluatePage(state)
+    qtbot.addWidget(page)
+    errors = []
+    state.error.connect(errors.append)
+    state.set_last_run(result)
+    qtbot.waitUntil(lambda: page.job is None, timeout=120_000)
+    assert errors == []
+    assert sorted(r.path for r in page.evaluation.records) == sorted(item.path for item in dataset.val)

@@ -255,12 +255,16 @@ def evaluate_run(
     should_stop: ShouldStop = never_stop,
     model: Any = None,
     save: bool = True,
+    dataset: Any = None,
 ) -> Evaluation:
     """Predict the run's ``split`` ("val" or "test") with its best model and measure the results.
 
     ``run`` is a :class:`~tlstudio.core.runs.Run` or its folder; ``model``, when
     given, is used instead of loading ``model.keras`` (the GUI has it in
-    memory after training). With ``save`` the result is written into the run
+    memory after training). ``dataset``, when given, is the
+    :class:`~tlstudio.core.dataset.Dataset` whose split is evaluated instead
+    of scanning the recipe's folders again: the one the run was trained on,
+    which may have been built without folders. With ``save`` the result is written into the run
     folder's ``evaluation.json``. Raises UserError for a folder that is not a
     complete run, a split with no images, data whose classes the model does
     not know; Cancelled between batches when ``should_stop()`` turns true.
@@ -279,12 +283,13 @@ def evaluate_run(
             f"The run folder {str(run.path)!r} has no {runs.MODEL_FILE}, so there is no model to evaluate: "
             "it was written by an older version or the run stopped before saving. Train again."
         )
-    if not run.recipe.data.folders:
-        raise UserError(
-            f"The run {str(run.path)!r} does not name its data folders in {runs.RECIPE_FILE}, so its "
-            f"{SPLIT_NAMES[split]} images cannot be found. Train again from a project with data folders."
-        )
-    dataset = scan_data_spec(run.recipe.data, on_event=on_event, should_stop=should_stop)
+    if dataset is None:
+        if not run.recipe.data.folders:
+            raise UserError(
+                f"The run {str(run.path)!r} does not name its data folders in {runs.RECIPE_FILE}, so its "
+                f"{SPLIT_NAMES[split]} images cannot be found. Train again from a project with data folders."
+            )
+        dataset = scan_data_spec(run.recipe.data, on_event=on_event, should_stop=should_stop)
     items = dataset.val if split == "val" else dataset.test
     if not items:
         raise DataError(_empty_split_message(split, run.recipe.data.folders))
@@ -453,7 +458,7 @@ def _model_input_size(model: Any, run_path: Path, classes: int) -> int:
 
 
 def _empty_split_message(split: str, folders: Sequence[str]) -> str:
-    where = ", ".join(repr(str(f)) for f in folders)
+    where = ", ".join(repr(str(f)) for f in folders) or "given as a dataset, without folders"
     if split == "test":
         return (
             f"The run's data ({where}) has no test split. A test split comes from a test/ folder beside "

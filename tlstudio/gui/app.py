@@ -119,12 +119,19 @@ def create_application(argv: Sequence[str] | None = None):
 
 
 def _import_tensorflow() -> None:
+    """Import TensorFlow and Keras, then set the mixed-precision policy before any base model is built."""
     import tensorflow  # noqa: F401
-    import keras  # noqa: F401
+
+    from tlstudio.core.acceleration import apply_policy
+
+    apply_policy()
 
 
 def tensorflow_loader():
-    """A QThread that imports TensorFlow and Keras, then emits ``ready(seconds)`` or ``failed(error)``."""
+    """A QThread that imports TensorFlow and sets the precision policy (:func:`_import_tensorflow`).
+
+    It then emits ``ready(seconds)``, or ``failed(error)``.
+    """
     from PySide6.QtCore import QThread, Signal
 
     class TensorFlowLoader(QThread):

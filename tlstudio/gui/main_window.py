@@ -9,12 +9,15 @@ stops cleanly before the window goes.
 
 from __future__ import annotations
 
+import html
 import importlib
+import shlex
+import sqlite3
 from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -34,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.errors import UserError
 from tlstudio.gui import workers
 from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
@@ -42,6 +46,7 @@ PROJECT_FILTER = "TL Studio projects (*.json);;All files (*)"
 MAX_RECENT = 8
 IMPORTANT_WORK = ("train", "export")
 """Workers whose names contain these are only stopped on quit after asking."""
+MEBIBYTE = 2**20
 
 # (title, module, class, needs TensorFlow, what the page is for)
 PAGES: tuple[tuple[str, str, str, bool, str], ...] = (
@@ -205,6 +210,11 @@ class MainWindow(QMainWindow):
         file_menu.addMenu(self.recent_menu)
         file_menu.addSeparator()
         file_menu.addActions([self.save_action, self.save_as_action])
+        self.export_server_action = self._action(
+            "Export for &Server…", self.export_for_server, None,
+            "Save the project and copy the command that trains it on a server (tlstudio train --project FILE)",
+        )
+        file_menu.addAction(self.export_server_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         self._update_recent_menu()
@@ -218,6 +228,14 @@ class MainWindow(QMainWindow):
             go_menu.addAction(action)
         self.addActions(self.page_actions)
 
+        tools_menu = bar.addMenu("&Tools")
+        self.clear_cache_action = self._action(
+            "Clear Feature Cache…", self.clear_feature_cache, None,
+            "Delete the stored cut-tensor values of your images; the next training computes them again",
+        )
+        tools_menu.addAction(self.clear_cache_action)
+        tools_menu.aboutToShow.connect(self.update_cache_action)
+
         help_menu = bar.addMenu("&Help")
         whats_this = QWhatsThis.createAction(self)
         whats_this.setText("What's &This?")
@@ -225,6 +243,9 @@ class MainWindow(QMainWindow):
         help_menu.addAction(whats_this)
         help_menu.addAction(self._action("&Glossary…", self.show_glossary, None,
                                          "What base model, cut tensor, head, batch norm and fine-tuning mean"))
+        self.doctor_action = self._action("&GPU Doctor…", self.show_doctor, None,
+                                          "Which devices TensorFlow sees, and why a GPU is not used")
+        help_menu.addAction(self.doctor_action)
         help_menu.addSeparator()
         help_menu.addAction(self._action("&About TL Studio", self.show_about))
 
@@ -271,10 +292,12 @@ class MainWindow(QMainWindow):
         for page in self._needs_tensorflow:
             page.setEnabled(ready)
             page.setToolTip("" if ready else "Waiting for TensorFlow to load…")
+        self.doctor_action.setEnabled(ready)
         self._refresh_status()
 
     def tensorflow_failed(self, error: BaseException) -> None:
-        """TensorFlow could not be imported: say so; the Data page keeps working."""
+        """TensorFlow could not be imported: say so; the Data page keeps working, and so does the doctor."""
+        self.doctor_action.setEnabled(True)
         self._busy_text = f"TensorFlow could not be loaded: {error}"
         self._refresh_status()
         self.busy_bar.setVisible(False)
@@ -357,6 +380,39 @@ class MainWindow(QMainWindow):
             return self.save_project()
         return answer == QMessageBox.StandardButton.Discard
 
+    def export_for_server(self) -> str | None:
+        """Save the project, put the command that trains it on the clipboard and explain; None when not saved.
+
+        The command names the project file; the server needs the same image
+        folders at the same paths, and for several machines ``TF_CONFIG``.
+        """
+        if not self.save_project():
+            return None
+        command = f"tlstudio train --project {shlex.quote(str(self.state.path.resolve()))}"
+        QGuiApplication.clipboard().setText(command)
+        folders = self.state.recipe.data.folders
+        if folders:
+            where = "<ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in folders) + "</ul>"
+            data_note = (f"<p>Copy the project file and the image folders to the same paths on the server:</p>"
+                         f"{where}")
+        else:
+            data_note = ("<p><b>The project names no image folders</b>, so the server would have nothing to "
+                         "train on: add your folders on the Data page, then export again.</p>")
+        box = QMessageBox(QMessageBox.Icon.Information, "Export for server",
+                          "<p>The command that trains this project is on the clipboard:</p>"
+                          f"<p><code>{html.escape(command)}</code></p>" + data_note +
+                          "<p>To train on several machines at once, set <code>TF_CONFIG</code> on each of "
+                          "them and run the same command there (see “A project on a cluster” in the "
+                          "README).</p>",
+                          QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        self.export_box = box
+        self.statusBar().showMessage(f"Copied: {command}", 8000)
+        return command
+
     # ----- recent projects -----
 
     def recent_projects(self) -> list[str]:
@@ -394,6 +450,52 @@ class MainWindow(QMainWindow):
         self.settings.setValue("recent_projects", [])
         self._update_recent_menu()
 
+    # ----- tools -----
+
+    def update_cache_action(self) -> int | None:
+        """Show the feature cache's size in the Tools menu; return it in bytes (None when unreadable)."""
+        size = feature_cache_bytes()
+        size_text = "size unknown" if size is None else _megabytes(size)
+        self.clear_cache_action.setText(f"Clear Feature Cache ({size_text})…")
+        self.clear_cache_action.setEnabled(size != 0)
+        return size
+
+    def clear_feature_cache(self) -> None:
+        """Ask, then empty the feature cache in a worker; the status bar says how much was freed."""
+        if any("train" in handle.name for handle in workers.active_workers()):
+            QMessageBox.information(self, "Clear feature cache",
+                                    "Training is running and may be reading the feature cache. "
+                                    "Clear it once training has ended.")
+            return
+        size = self.update_cache_action()
+        answer = QMessageBox.question(
+            self,
+            "Clear feature cache",
+            f"Delete the feature cache ({'size unknown' if size is None else _megabytes(size)})? It holds the cut-tensor values computed for "
+            "your images; the next training on the same base model and images computes them again, "
+            "which takes longer.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.clear_cache_action.setEnabled(False)
+        self._on_busy("Clearing the feature cache…")
+        self.cache_job = workers.run_in_thread(
+            clear_feature_cache, on_done=self._cache_cleared, on_error=self._cache_not_cleared,
+            name="clearing the feature cache",
+        )
+
+    def _cache_cleared(self, freed: int) -> None:
+        self._on_busy("")
+        self.update_cache_action()
+        self.statusBar().showMessage(f"Feature cache cleared: {_megabytes(freed)} freed.", 8000)
+
+    def _cache_not_cleared(self, error: BaseException) -> None:
+        self._on_busy("")
+        self.update_cache_action()
+        show_error(self, error)
+
     # ----- help -----
 
     def show_glossary(self) -> None:
@@ -408,6 +510,13 @@ class MainWindow(QMainWindow):
         layout.addWidget(text)
         layout.addWidget(buttons)
         dialog.exec()
+
+    def show_doctor(self) -> QDialog:
+        """Open the GPU Doctor, which examines TensorFlow's devices in a worker."""
+        from tlstudio.gui.doctor_dialog import open_doctor_dialog
+
+        self.doctor_dialog = open_doctor_dialog(self)
+        return self.doctor_dialog
 
     def show_about(self) -> None:
         QMessageBox.about(
@@ -480,6 +589,28 @@ class MainWindow(QMainWindow):
                 self.restoreState(state)
         else:
             self.resize(1280, 820)
+
+
+def feature_cache_bytes() -> int | None:
+    """The default feature cache's size on disk (a quick look at its index); None when it cannot be read."""
+    from tlstudio.core import feature_cache
+
+    try:
+        return feature_cache.status().bytes
+    except (UserError, sqlite3.DatabaseError, OSError):
+        return None
+
+
+def clear_feature_cache(on_event=None, should_stop=None) -> int:
+    """Empty the default feature cache; the bytes freed. Runs in a worker thread."""
+    from tlstudio.core import feature_cache
+
+    return feature_cache.clear()
+
+
+def _megabytes(size: int) -> str:
+    megabytes = size / MEBIBYTE
+    return f"{megabytes:.1f} MB" if 0 < megabytes < 10 else f"{megabytes:.0f} MB"
 
 
 def _version() -> str:

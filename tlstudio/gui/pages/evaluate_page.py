@@ -2,7 +2,8 @@
 
 When a training ends (or a run folder is opened), a worker runs
 :func:`tlstudio.core.evaluation.evaluate_run` on the chosen split (validation,
-or test when the data has a ``test/`` folder); an evaluation already saved in
+or test when the data has a ``test/`` folder) of the project's dataset for the
+run just trained, or of the run's folders for another; an evaluation already saved in
 the run folder is shown without predicting again. The "Results" tab shows the
 accuracy, top-k accuracy, per-class precision, recall and F1, the confusion
 matrix (counts or row shares) and the mistakes browser; clicking a matrix cell
@@ -48,9 +49,10 @@ from tlstudio.gui.widgets.mistakes_view import MistakesView
 DEFAULT_TOP_K = 3
 
 
-def evaluation_for(run_dir, split: str, top_k: int, reuse: bool, on_event, should_stop):
+def evaluation_for(run_dir, split: str, top_k: int, reuse: bool, dataset, on_event, should_stop):
     """The evaluation of a run's split: the one saved in the run folder when ``reuse``, else a new one
-    (saved there by the engine). Runs in a worker thread."""
+    (saved there by the engine) of ``dataset``'s split, or of the run's folders scanned again when
+    ``dataset`` is None. Runs in a worker thread."""
     if reuse:
         try:
             saved = core_evaluation.load_evaluations(run_dir).get(split)
@@ -58,7 +60,9 @@ def evaluation_for(run_dir, split: str, top_k: int, reuse: bool, on_event, shoul
             saved = None
         if saved is not None:
             return saved
-    return core_evaluation.evaluate_run(run_dir, split=split, top_k=top_k, on_event=on_event, should_stop=should_stop)
+    return core_evaluation.evaluate_run(
+        run_dir, split=split, top_k=top_k, on_event=on_event, should_stop=should_stop, dataset=dataset
+    )
 
 
 def with_top_k(evaluation: core_evaluation.Evaluation, top_k: int) -> core_evaluation.Evaluation:
@@ -266,12 +270,24 @@ class EvaluatePage(QWidget):
         self.progress.setVisible(True)
         self.state.busy.emit("Evaluating…")
         job = workers.run_in_thread(
-            evaluation_for, self._run_dir, self.split(), self.top_k_spin.value(), reuse,
+            evaluation_for, self._run_dir, self.split(), self.top_k_spin.value(), reuse, self._dataset_for_run(),
             on_event=self._on_event, on_done=self._on_done, on_error=self._on_error, name="evaluation",
         )
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job
         self._update_buttons()
+
+    def _dataset_for_run(self):
+        """The project's dataset when the run shown is the project's last training, which used it; else None.
+
+        Evaluating it splits the images exactly as training did, and works for
+        a dataset that was never a list of folders; another run's images are
+        found by scanning the folders its recipe names.
+        """
+        last = self.state.last_run
+        if self.state.dataset is None or last is None or getattr(last, "run_dir", None) is None:
+            return None
+        return self.state.dataset if Path(last.run_dir) == self._run_dir else None
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, Progress) and event.total and event.task == "evaluate":

@@ -40,6 +40,7 @@ from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.loss_plot import LossPlot
 
 STATUS_INTERVAL_MS = 100
+"""The progress bar and status line follow the latest event at most this often, not on every event."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class TrainPage(QWidget):
         self._latest: BatchEnded | None = None
         self._batch_count = 0
         self._status_dirty = False
+        self._latest_progress: Progress | None = None
 
         self.badge = QLabel("Detecting device…")
         self.badge.setObjectName("deviceBadge")
@@ -325,12 +327,14 @@ class TrainPage(QWidget):
             return
         self.plot.clear()
         self.log.clear()
+        self._latest_progress = None
         self.result = None
         self._phase = None
         self._latest = None
         self._batch_count = 0
         self._epochs_before_phase = 0
         self._total_epochs = recipe.training.epochs + recipe.training.fine_tune_epochs
+        self.plot.set_planned_epochs(self._total_epochs)
         self._stop_flag = threading.Event()
         self._resume_flag = threading.Event()
         self._resume_flag.set()
@@ -412,10 +416,7 @@ class TrainPage(QWidget):
         elif isinstance(event, Message):
             self.log.appendPlainText(event.text)
         elif isinstance(event, Progress):
-            if event.total:
-                self.progress.setRange(0, event.total)
-                self.progress.setValue(event.done)
-            self.progress.setFormat(f"{event.message or event.task} — {event.done}/{event.total or '?'}")
+            self._latest_progress = event
         elif isinstance(event, WorkerPaused):
             self.pause_button.setText("Resume")
             self.status_label.setText("Paused. Press Resume to continue or Stop to end, keeping the best weights.")
@@ -430,7 +431,13 @@ class TrainPage(QWidget):
         self.log.appendPlainText(f"Epoch {event.epoch} ({event.phase}): " + ", ".join(parts))
 
     def _refresh_status(self) -> None:
-        """Update the progress bar from the latest batch, at most ten times a second."""
+        """Update the progress bar from the latest progress report or batch, at most ten times a second."""
+        progress, self._latest_progress = self._latest_progress, None
+        if progress is not None:
+            if progress.total:
+                self.progress.setRange(0, progress.total)
+                self.progress.setValue(progress.done)
+            self.progress.setFormat(f"{progress.message or progress.task} — {progress.done}/{progress.total or '?'}")
         if not self._status_dirty or self._latest is None or self._phase is None:
             return
         self._status_dirty = False

@@ -1,13 +1,22 @@
 """Live training curves: loss, accuracy and learning rate, fed by training events.
 
 The widget takes the engine's events (``PhaseStarted``, ``BatchEnded``,
-``EpochEnded``) as they arrive, stores the numbers and redraws at most ten
-times a second: each curve is created once and updated with ``setData``, so a
-run with thousands of batches keeps the window responsive.
+``EpochEnded``) as they arrive, appends the numbers to preallocated numpy
+buffers and redraws at most five times a second. Training runs in another
+thread that holds the GIL most of the time, so every line of Python a repaint
+runs (pyqtgraph's tick layout, auto-range, symbols) has to wait for it: the
+window stays smooth only if a redraw does little. So each curve is created
+once and updated with ``setData``; the per-batch curves have no symbols, are
+clipped to the view and downsampled (min/max per pixel); the smoothed loss is
+an incremental moving average; and the axes' ranges are set here, growing in
+round steps, instead of pyqtgraph's auto-range changing them (and recomputing
+every tick label) on each redraw.
 
 The x axis counts epochs across the whole run, so per-batch points land
 between the epoch ticks and a fine-tuning phase continues where the head
-phase stopped, marked by a vertical line.
+phase stopped, marked by a vertical line. It spans the planned epochs from
+the start. The learning-rate axis starts at zero, so a constant rate reads as
+a flat line at its value rather than as noise around it.
 
 Run ``python -m tlstudio.gui.widgets.loss_plot`` to watch it play a made-up run.
 """
@@ -15,8 +24,8 @@ Run ``python -m tlstudio.gui.widgets.loss_plot`` to watch it play a made-up run.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QColor, QPalette
@@ -24,8 +33,15 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from tlstudio.core.events import BatchEnded, EpochEnded, PhaseStarted
 
-REDRAW_INTERVAL_MS = 100
+REDRAW_INTERVAL_MS = 200
 SMOOTHING = 0.9
+HEADROOM = 1.1
+"""The y axes reach at least this many times the largest value shown."""
+NICE_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+EMPTY_Y_TOPS = {"loss": 1.0, "learning_rate": 1e-3}
+"""The y axes' tops before there is data."""
+Y_PADDING = 0.06
+"""Room below zero and above the top, so the end ticks keep their labels."""
 
 TRAIN_COLOUR = QColor(31, 119, 180)
 VAL_COLOUR = QColor(230, 120, 20)
@@ -33,20 +49,40 @@ LR_COLOUR = QColor(140, 80, 190)
 FINE_TUNE_COLOUR = QColor(40, 160, 80)
 
 
-@dataclass
 class _Series:
-    """The x and y values of one curve."""
+    """The x and y values of one curve, in numpy arrays that double in capacity when full."""
 
-    x: list[float] = field(default_factory=list)
-    y: list[float] = field(default_factory=list)
+    def __init__(self, capacity: int = 1024) -> None:
+        self._x = np.empty(capacity)
+        self._y = np.empty(capacity)
+        self.size = 0
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[: self.size]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[: self.size]
 
     def append(self, x: float, y: float) -> None:
-        self.x.append(x)
-        self.y.append(y)
+        if self.size == len(self._x):
+            self._x = np.concatenate([self._x, np.empty_like(self._x)])
+            self._y = np.concatenate([self._y, np.empty_like(self._y)])
+        self._x[self.size] = x
+        self._y[self.size] = y
+        self.size += 1
 
     def clear(self) -> None:
-        self.x.clear()
-        self.y.clear()
+        self.size = 0
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10ⁿ) not below ``value``."""
+    if not value > 0 or not math.isfinite(value):
+        return 1.0
+    scale = 10.0 ** math.floor(math.log10(value))
+    return next(step * scale for step in NICE_STEPS if step * scale >= value * (1 - 1e-9))
 
 
 class _ScientificAxis(pg.AxisItem):
@@ -71,7 +107,9 @@ class LossPlot(QWidget):
     ``curves`` maps a curve's name to its ``PlotDataItem``: ``batch_loss``
     (raw, faint), ``batch_loss_smooth`` (exponential moving average),
     ``train_loss``, ``val_loss``, ``train_accuracy``, ``val_accuracy`` and
-    ``learning_rate``.
+    ``learning_rate``. The three plots' x axes span the same epochs; dragging
+    or zooming one stops them following the run until a plot's "A" button is
+    clicked.
     """
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -80,12 +118,17 @@ class LossPlot(QWidget):
             "batch_loss", "batch_loss_smooth", "train_loss", "val_loss",
             "train_accuracy", "val_accuracy", "learning_rate",
         )}
-        self._ema: float | None = None
+        self._changed: set[str] = set()
+        self._ema = 0.0
         self._ema_count = 0
         self._epochs_done = 0
         self._steps_per_epoch = 1
-        self._dirty = False
+        self._planned_epochs = 0
         self._fine_tune_at: float | None = None
+        self._largest = {"loss": 0.0, "learning_rate": 0.0}
+        self._x_top: float | None = None
+        self._y_tops: dict[str, float | None] = {"loss": None, "learning_rate": None}
+        self._x_follows_run = True
 
         self._canvas = pg.GraphicsLayoutWidget()
         self._canvas.setMinimumHeight(260)
@@ -101,9 +144,12 @@ class LossPlot(QWidget):
         self._canvas.ci.layout.setRowStretchFactor(0, 3)
         self._canvas.ci.layout.setRowStretchFactor(1, 2)
         for plot in self.plots:
+            plot.disableAutoRange()
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setLabel("bottom", "epoch")
             plot.setMouseEnabled(x=True, y=False)
+            plot.getViewBox().sigRangeChangedManually.connect(self._on_zoomed)
+            plot.autoBtn.clicked.connect(self.follow_run)
         self.accuracy_plot.setYRange(0.0, 1.0)
         lr_axis = self.lr_plot.getAxis("left")
         lr_axis.enableAutoSIPrefix(False)
@@ -114,15 +160,15 @@ class LossPlot(QWidget):
         faint = QColor(TRAIN_COLOUR)
         faint.setAlpha(70)
         self.curves: dict[str, pg.PlotDataItem] = {
-            "batch_loss": self.loss_plot.plot(pen=pg.mkPen(faint, width=1), name="batch loss"),
-            "batch_loss_smooth": self.loss_plot.plot(
-                pen=pg.mkPen(TRAIN_COLOUR, width=2), name="batch loss (smoothed)"
+            "batch_loss": self._batch_curve(self.loss_plot, pg.mkPen(faint, width=1), "batch loss"),
+            "batch_loss_smooth": self._batch_curve(
+                self.loss_plot, pg.mkPen(TRAIN_COLOUR, width=2), "batch loss (smoothed)"
             ),
             "train_loss": self._epoch_curve(self.loss_plot, TRAIN_COLOUR, "o", "training (epoch)"),
             "val_loss": self._epoch_curve(self.loss_plot, VAL_COLOUR, "s", "validation"),
             "train_accuracy": self._epoch_curve(self.accuracy_plot, TRAIN_COLOUR, "o", "training"),
             "val_accuracy": self._epoch_curve(self.accuracy_plot, VAL_COLOUR, "s", "validation"),
-            "learning_rate": self.lr_plot.plot(pen=pg.mkPen(LR_COLOUR, width=2)),
+            "learning_rate": self._batch_curve(self.lr_plot, pg.mkPen(LR_COLOUR, width=2), None),
         }
         self._markers = []
         for plot in self.plots:
@@ -142,6 +188,7 @@ class LossPlot(QWidget):
         self._timer.timeout.connect(self.flush)
         self._timer.start()
         self._apply_palette()
+        self._apply_ranges()
         self.setToolTip(
             "Training loss per batch (faint) and smoothed, loss and accuracy per epoch on the training "
             "and validation images, and the learning rate. A dashed line marks where fine-tuning starts."
@@ -157,30 +204,61 @@ class LossPlot(QWidget):
         return self._fine_tune_at
 
     @staticmethod
+    def _batch_curve(plot: pg.PlotItem, pen, name: str | None) -> pg.PlotDataItem:
+        """A per-batch curve: a line without symbols, clipped to the view, min/max-downsampled per pixel."""
+        curve = plot.plot(pen=pen, name=name, skipFiniteCheck=True)
+        curve.setClipToView(True)
+        curve.setDownsampling(auto=True, method="peak")
+        return curve
+
+    @staticmethod
     def _epoch_curve(plot: pg.PlotItem, colour: QColor, symbol: str, name: str) -> pg.PlotDataItem:
+        """A per-epoch curve: few points, each marked with a symbol."""
         return plot.plot(
             pen=pg.mkPen(colour, width=2), symbol=symbol, symbolSize=7,
-            symbolBrush=colour, symbolPen=colour, name=name,
+            symbolBrush=colour, symbolPen=colour, name=name, skipFiniteCheck=True,
         )
+
+    def set_planned_epochs(self, epochs: int) -> None:
+        """Let the x axis span the whole run (head and fine-tuning epochs) from its start."""
+        self._planned_epochs = max(0, int(epochs))
+        self._apply_ranges()
+
+    def follow_run(self) -> None:
+        """Let the x axis follow the run again after the user dragged or zoomed it."""
+        self._x_follows_run = True
+        self._x_top = None
+        for plot in self.plots:
+            plot.disableAutoRange()
+        self.accuracy_plot.setYRange(0.0, 1.0)
+        self._y_tops = dict.fromkeys(self._y_tops)
+        self._apply_ranges()
+
+    def _on_zoomed(self, *_args: object) -> None:
+        self._x_follows_run = False
 
     def clear(self) -> None:
         """Forget every point, ready for a new run."""
         for series in self._series.values():
             series.clear()
-        self._ema = None
+        self._changed = set(self._series)
+        self._ema = 0.0
         self._ema_count = 0
         self._epochs_done = 0
         self._steps_per_epoch = 1
+        self._planned_epochs = 0
         self._fine_tune_at = None
+        self._largest = dict.fromkeys(self._largest, 0.0)
         for marker in self._markers:
             marker.setVisible(False)
-        self._dirty = True
+        self.follow_run()
         self.flush()
 
     def add_event(self, event: object) -> None:
         """Take one training event; the curves follow at the next redraw."""
         if isinstance(event, PhaseStarted):
             self._steps_per_epoch = max(1, int(event.steps_per_epoch))
+            self._planned_epochs = max(self._planned_epochs, self._epochs_done + int(event.epochs))
             if event.name == "fine-tune":
                 self._fine_tune_at = float(self._epochs_done)
                 for marker in self._markers:
@@ -191,12 +269,15 @@ class LossPlot(QWidget):
             if math.isfinite(event.loss):
                 self._series["batch_loss"].append(x, event.loss)
                 self._ema_count += 1
-                previous = self._ema if self._ema is not None else 0.0
-                self._ema = SMOOTHING * previous + (1 - SMOOTHING) * event.loss
+                self._ema = SMOOTHING * self._ema + (1 - SMOOTHING) * event.loss
                 debiased = self._ema / (1 - SMOOTHING**self._ema_count)
                 self._series["batch_loss_smooth"].append(x, debiased)
+                self._largest["loss"] = max(self._largest["loss"], event.loss)
+                self._changed.update(("batch_loss", "batch_loss_smooth"))
             if math.isfinite(event.learning_rate):
                 self._series["learning_rate"].append(x, event.learning_rate)
+                self._largest["learning_rate"] = max(self._largest["learning_rate"], event.learning_rate)
+                self._changed.add("learning_rate")
         elif isinstance(event, EpochEnded):
             self._epochs_done += 1
             x = float(self._epochs_done)
@@ -210,22 +291,40 @@ class LossPlot(QWidget):
                 value = _metric(metrics, *keys)
                 if value is not None:
                     self._series[name].append(x, value)
-        else:
-            return
-        self._dirty = True
+                    self._changed.add(name)
+                    if name.endswith("loss"):
+                        self._largest["loss"] = max(self._largest["loss"], value)
 
     def point_count(self, name: str) -> int:
-        """How many points the curve ``name`` shows now (after the last redraw)."""
-        x, _ = self.curves[name].getData()
+        """How many points the curve ``name`` holds now (after the last redraw)."""
+        x, _ = self.curves[name].getOriginalDataset()
         return 0 if x is None else len(x)
 
     def flush(self) -> None:
         """Redraw the curves that changed since the last redraw (the timer calls this)."""
-        if not self._dirty:
+        if not self._changed:
             return
-        self._dirty = False
-        for name, series in self._series.items():
+        changed, self._changed = self._changed, set()
+        for name in changed:
+            series = self._series[name]
             self.curves[name].setData(series.x, series.y)
+        self._apply_ranges()
+
+    def _apply_ranges(self) -> None:
+        """Widen the axes only when the data outgrows them, in round steps, so they rarely change."""
+        last_x = max((series.x[-1] for series in self._series.values() if series.size), default=0.0)
+        x_top = max(float(self._planned_epochs), math.ceil(last_x), 1.0)
+        if self._x_follows_run and x_top != self._x_top:
+            self._x_top = x_top
+            for plot in self.plots:
+                plot.setXRange(0.0, x_top, padding=0.02)
+        for key, plot in (("loss", self.loss_plot), ("learning_rate", self.lr_plot)):
+            largest = self._largest[key]
+            top = self._y_tops[key]
+            if top is None or largest * HEADROOM > top:
+                top = nice_ceiling(largest * HEADROOM) if largest > 0 else EMPTY_Y_TOPS[key]
+                self._y_tops[key] = top
+                plot.setYRange(0.0, top, padding=Y_PADDING)
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() == QEvent.Type.PaletteChange:
