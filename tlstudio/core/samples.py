@@ -17,7 +17,7 @@ _COLOURS = ((220, 60, 50), (40, 120, 220), (60, 180, 90), (230, 180, 40), (150, 
 
 
 def sample_image(class_index: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
-    """One RGB uint8 image whose colour and shape depend on ``class_index``."""
+    """One RGB uint8 image whose colour and shape (circle, square, stripes, triangle) depend on ``class_index``."""
     background = rng.integers(0, 60, size=3)
     image = np.empty((size, size, 3), dtype=np.float32)
     image[:] = background
@@ -25,13 +25,16 @@ def sample_image(class_index: int, rng: np.random.Generator, size: int = 48) -> 
     yy, xx = np.mgrid[0:size, 0:size]
     cy, cx = rng.integers(size // 4, 3 * size // 4, size=2)
     radius = rng.integers(size // 6, size // 3)
-    kind = class_index % 3
+    kind = class_index % 4
     if kind == 0:
         mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
     elif kind == 1:
         mask = (np.abs(yy - cy) <= radius) & (np.abs(xx - cx) <= radius)
-    else:
+    elif kind == 2:
         mask = ((xx + rng.integers(0, 8)) // max(2, size // 8)) % 2 == 0
+    else:
+        top = cy - radius
+        mask = (yy >= top) & (yy <= cy + radius) & (np.abs(xx - cx) <= (yy - top) / 2)
     image[mask] = colour
     image += rng.normal(0, 12, size=image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
