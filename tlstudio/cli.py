@@ -142,14 +142,7 @@ def _add_inspect(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core.recipe import BaseSpec
-
-    spec = BaseSpec(
-        **_base_fields(args.base),
-        weights=_weights_choice(args.weights),
-        include_top=args.top,
-        input_size=args.input_size or 224,
-    )
+    spec = _base_spec(args)
     _load_tensorflow(args)
     from tlstudio.core import backbones, tensors
 
@@ -625,11 +618,7 @@ def _add_weights(commands: Any, common: argparse.ArgumentParser) -> None:
         "'status' shows what is there, 'import FILE' copies a downloaded .h5 in after checking its hash, "
         "'download BASE' fetches one. EfficientNet-Lite0's weights come with TL Studio.",
     )
-    sub.add_argument("--json", action="store_true", help="print the status as JSON")
-    actions = sub.add_subparsers(title="actions", metavar="ACTION", parser_class=_Parser)
-    status = actions.add_parser("status", parents=[common], help="list the weights files and where they are")
-    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the status as JSON")
-    status.set_defaults(handler=_cmd_weights_status)
+    actions = _status_actions(sub, common, "list the weights files and where they are", _cmd_weights_status)
     import_ = actions.add_parser("import", parents=[common], help="copy a downloaded weights file into the cache")
     import_.add_argument("file", metavar="FILE", help="an official Keras VGG16/VGG19 .h5 weights file")
     import_.set_defaults(handler=_cmd_weights_import)
@@ -638,7 +627,6 @@ def _add_weights(commands: Any, common: argparse.ArgumentParser) -> None:
     download.add_argument("--top", action="store_true", help="the weights with the fully-connected top")
     download.add_argument("--mirror", metavar="URL", help="fetch from URL/FILENAME instead of the official site")
     download.set_defaults(handler=_cmd_weights_download)
-    sub.set_defaults(handler=_cmd_weights_status)
 
 
 def _cmd_weights_status(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
@@ -712,14 +700,9 @@ def _add_cache(commands: Any, common: argparse.ArgumentParser) -> None:
         "another head or other settings skip the base. 'status' lists what is kept; 'clear' deletes it "
         "(it is rebuilt as needed). The size limit is TLSTUDIO_FEATURE_CACHE_MB (default 2048; 0 turns it off).",
     )
-    sub.add_argument("--json", action="store_true", help="print the status as JSON")
-    actions = sub.add_subparsers(title="actions", metavar="ACTION", parser_class=_Parser)
-    status = actions.add_parser("status", parents=[common], help="list the cached feature sets and their size")
-    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the status as JSON")
-    status.set_defaults(handler=_cmd_cache_status)
+    actions = _status_actions(sub, common, "list the cached feature sets and their size", _cmd_cache_status)
     clear = actions.add_parser("clear", parents=[common], help="delete every cached feature")
     clear.set_defaults(handler=_cmd_cache_clear)
-    sub.set_defaults(handler=_cmd_cache_status)
 
 
 def _cmd_cache_status(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
@@ -1059,14 +1042,8 @@ def _add_compare_cuts(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_compare_cuts(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     from tlstudio.core.dataset import scan_dataset
-    from tlstudio.core.recipe import BaseSpec
 
-    spec = BaseSpec(
-        **_base_fields(args.base),
-        weights=_weights_choice(args.weights),
-        include_top=args.top,
-        input_size=args.input_size or 224,
-    )
+    spec = _base_spec(args)
     dataset = scan_dataset(
         _existing_folders(args.data, "data"),
         val_fraction=args.val_fraction,
@@ -1112,6 +1089,21 @@ def _score_text(value: float) -> str:
 
 # ---------------------------------------------------------------- helpers
 
+
+def _status_actions(
+    sub: argparse.ArgumentParser, common: argparse.ArgumentParser, status_help: str, handler: Any
+) -> Any:
+    """Give ``sub`` actions with ``status`` the default (``handler``); ``--json`` works before or after
+    ``status``. Returns the actions, for the command to add its others."""
+    sub.add_argument("--json", action="store_true", help="print the status as JSON")
+    actions = sub.add_subparsers(title="actions", metavar="ACTION", parser_class=_Parser)
+    status = actions.add_parser("status", parents=[common], help=status_help)
+    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the status as JSON")
+    status.set_defaults(handler=handler)
+    sub.set_defaults(handler=handler)
+    return actions
+
+
 _BASE_HELP = "vgg16, vgg19, efficientnet-lite0, or the path of a .keras/.h5 model file"
 
 
@@ -1126,6 +1118,18 @@ def _base_fields(base: str) -> dict[str, Any]:
         raise ModelFileError(f"No model file at {base!r}. Check the path. Received: base={base!r}")
     raise UsageError(
         f"unknown base model {base!r}; expected {', '.join(NAMED_BASES)} or the path of a .keras/.h5 model file"
+    )
+
+
+def _base_spec(args: argparse.Namespace) -> Any:
+    """The BaseSpec of a command's BASE, --weights, --top and --input-size arguments."""
+    from tlstudio.core.recipe import BaseSpec
+
+    return BaseSpec(
+        **_base_fields(args.base),
+        weights=_weights_choice(args.weights),
+        include_top=args.top,
+        input_size=args.input_size or 224,
     )
 
 

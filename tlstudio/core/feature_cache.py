@@ -47,8 +47,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from tlstudio.core import paths
-from tlstudio.core.errors import UserError
+from tlstudio.core import paths, settings
 
 FORMAT_VERSION = 1
 """Part of every key: a change in how features are computed or stored invalidates old sets."""
@@ -149,19 +148,7 @@ def default_root() -> Path:
 
 def limit_from_env() -> int:
     """The size limit in bytes: ``TLSTUDIO_FEATURE_CACHE_MB`` megabytes, else :data:`DEFAULT_LIMIT_MB`."""
-    raw = os.environ.get(LIMIT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LIMIT_MB * 2**20
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        megabytes = -1.0
-    if not megabytes >= 0:
-        raise UserError(
-            f"{LIMIT_ENV} must be a size in megabytes, 0 or more (0 turns the feature cache off). "
-            f"Received: {LIMIT_ENV}={raw!r}"
-        )
-    return int(megabytes * 2**20)
+    return settings.megabytes_from_env(LIMIT_ENV, DEFAULT_LIMIT_MB * 2**20, "turns the feature cache off")
 
 
 def feature_set_key(frozen: Any, base: str, cut_tensor: str) -> FeatureSetKey:

@@ -36,8 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlstudio.core import images
-from tlstudio.core.errors import ImageError, UserError
+from tlstudio.core import images, settings
+from tlstudio.core.errors import ImageError
 
 _MARK = "tlstudio-image-error"
 _MARKED = re.compile(rf"<{_MARK}>(.*?)</{_MARK}>", re.DOTALL)
@@ -56,18 +56,13 @@ def decoded_cache_budget() -> int:
     ``TLSTUDIO_DECODED_CACHE_MB`` when set (0 turns the caches off), else a
     quarter of the physical memory, at most :data:`DEFAULT_DECODED_CACHE_MAX_MB`.
     """
-    raw = os.environ.get(DECODED_CACHE_ENV, "").strip()
-    if raw:
-        try:
-            megabytes = float(raw)
-        except ValueError:
-            megabytes = -1.0
-        if not megabytes >= 0:
-            raise UserError(
-                f"{DECODED_CACHE_ENV} must be a size in megabytes, 0 or more (0 turns the decoded-image "
-                f"cache off). Received: {DECODED_CACHE_ENV}={raw!r}"
-            )
-        return int(megabytes * 2**20)
+    return settings.megabytes_from_env(
+        DECODED_CACHE_ENV, _default_decoded_cache_budget(), "turns the decoded-image cache off"
+    )
+
+
+def _default_decoded_cache_budget() -> int:
+    """A quarter of the physical memory (4 GiB assumed when unknown), at most :data:`DEFAULT_DECODED_CACHE_MAX_MB`."""
     try:
         physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

@@ -80,6 +80,15 @@ class Run:
             ) from None
 
 
+def make_folder(folder: Path, what: str, advice: str = "Choose a folder you can write to.") -> Path:
+    """Create ``folder`` and its parents if missing; a :class:`UserError` naming ``what`` and ``folder`` if that fails."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"Cannot create {what} {str(folder)!r}: {error.strerror or error}. {advice}") from None
+    return folder
+
+
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:
     """Write ``value`` as indented JSON atomically (temporary file, then rename)."""
     target = Path(path)
@@ -157,14 +166,11 @@ def new_run_dir(parent: str | os.PathLike[str] | None = None) -> Path:
     ``parent`` defaults to the runs folder in the user's data directory. Two
     runs started in the same second get ``-2``, ``-3``, ... suffixes.
     """
-    folder = Path(parent) if parent is not None else paths.runs_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(
-            f"Cannot create the runs folder {str(folder)!r}: {error.strerror or error}. "
-            "Choose an output folder you can write to."
-        ) from None
+    folder = make_folder(
+        Path(parent) if parent is not None else paths.runs_dir(),
+        "the runs folder",
+        "Choose an output folder you can write to.",
+    )
     stem = datetime.now().strftime("run-%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
         candidate = folder / (stem if attempt == 1 else f"{stem}-{attempt}")

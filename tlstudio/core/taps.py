@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -205,6 +205,24 @@ def image_batch(image_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _tensors_by_name(model: Any) -> dict[str, Any]:
     """``layer:index`` -> symbolic tensor for every tensor of ``model``'s graph, the layer's first call winning."""
     found: dict[str, tuple[int, Any]] = {}
+    for tensor, operation, node_index, tensor_index in _walk_back(model):
+        name = f"{operation.name}:{tensor_index}"
+        if name not in found or node_index < found[name][0]:
+            found[name] = (node_index, tensor)
+    return {name: tensor for name, (_, tensor) in found.items()}
+
+
+def _call_node(model: Any, layer: Any) -> Any:
+    """The call of ``layer`` inside ``model``'s graph, found by walking back from the outputs."""
+    for _, operation, node_index, _ in _walk_back(model):
+        if operation is layer:
+            return operation._inbound_nodes[node_index]
+    raise TensorNameError(f"Model {model.name!r} does not call its layer {layer.name!r}.")
+
+
+def _walk_back(model: Any) -> Iterator[tuple[Any, Any, int, int]]:
+    """Each tensor of ``model``'s graph once, from the outputs back to the inputs, with its Keras
+    history: ``(tensor, operation, node_index, tensor_index)``."""
     stack = list(model.outputs)
     seen: set[int] = set()
     while stack:
@@ -213,29 +231,9 @@ def _tensors_by_name(model: Any) -> dict[str, Any]:
             continue
         seen.add(id(tensor))
         operation, node_index, tensor_index = tensor._keras_history
-        name = f"{operation.name}:{tensor_index}"
-        if name not in found or node_index < found[name][0]:
-            found[name] = (node_index, tensor)
+        yield tensor, operation, node_index, tensor_index
         if not any(tensor is source for source in model.inputs):
             stack.extend(operation._inbound_nodes[node_index].input_tensors)
-    return {name: tensor for name, (_, tensor) in found.items()}
-
-
-def _call_node(model: Any, layer: Any) -> Any:
-    """The call of ``layer`` inside ``model``'s graph, found by walking back from the outputs."""
-    stack = list(model.outputs)
-    seen: set[int] = set()
-    while stack:
-        tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        operation, node_index, _ = tensor._keras_history
-        node = operation._inbound_nodes[node_index]
-        if operation is layer:
-            return node
-        stack.extend(node.input_tensors)
-    raise TensorNameError(f"Model {model.name!r} does not call its layer {layer.name!r}.")
 
 
 def _score_tensor(model: Any) -> tuple[Any, Any, bool]:

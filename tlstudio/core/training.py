@@ -175,7 +175,7 @@ def train(
         raise Cancelled("Training was cancelled before it started.")
     if chief:
         created = target is None or not target.exists()
-        run_dir = runs.new_run_dir() if target is None else _make_out_dir(target)
+        run_dir = runs.new_run_dir() if target is None else runs.make_folder(target, "the output folder")
     else:
         created, run_dir = True, Path(tempfile.mkdtemp(prefix="tlstudio-worker-"))
     log = _RunLog(run_dir / runs.LOG_FILE)
@@ -840,17 +840,6 @@ def _check_out_dir(out_dir: str | Path | None) -> Path | None:
             f"The output folder {str(target)!r} is not empty; a run writes its files into a folder of its own. "
             "Choose a new or empty folder."
         )
-    return target
-
-
-def _make_out_dir(target: Path) -> Path:
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(
-            f"Cannot create the output folder {str(target)!r}: {error.strerror or error}. "
-            "Choose a folder you can write to."
-        ) from None
     return target
 
 

@@ -244,24 +244,15 @@ class ConfusionMatrixView(QWidget):
 
 
 def _demo() -> None:
-    import sys
+    from tlstudio.gui.widgets.demo import demo_app, show_demo
 
-    from PySide6.QtWidgets import QApplication
-
-    app = QApplication.instance() or QApplication(sys.argv)
+    demo_app()
     widget = ConfusionMatrixView()
     widget.set_matrix(
         np.array([[18, 2, 0, 0], [1, 15, 3, 1], [0, 4, 11, 0], [0, 0, 1, 24]]),
         ("circles", "squares", "stripes", "a rather long class name"),
     )
-    widget.resize(560, 520)
-    widget.setWindowTitle("Confusion matrix — demo")
-    widget.show()
-    if "--screenshot" in sys.argv:
-        app.processEvents()
-        widget.grab().save(sys.argv[sys.argv.index("--screenshot") + 1])
-        return
-    app.exec()
+    show_demo(widget, "Confusion matrix — demo", (560, 520))
 
 
 if __name__ == "__main__":

@@ -309,24 +309,15 @@ def _vgg16_catalogue() -> list:
 
 
 def _demo() -> None:
-    import sys
+    from tlstudio.gui.widgets.demo import demo_app, show_demo
 
-    from PySide6.QtWidgets import QApplication
-
-    app = QApplication.instance() or QApplication(sys.argv)
+    demo_app()
     widget = NetworkView()
     widget.set_catalogue(_vgg16_catalogue())
     widget.set_cut("block4_pool:0")
     widget.set_fine_tuned(["block4_conv2", "block4_conv3"])
     widget.cut_selected.connect(lambda name: (widget.set_cut(name), print("cut tensor:", name)))
-    widget.resize(820, 640)
-    widget.setWindowTitle("Network view — VGG16 (demo)")
-    widget.show()
-    if "--screenshot" in sys.argv:
-        app.processEvents()
-        widget.grab().save(sys.argv[sys.argv.index("--screenshot") + 1])
-        return
-    app.exec()
+    show_demo(widget, "Network view — VGG16 (demo)", (820, 640))
 
 
 if __name__ == "__main__":

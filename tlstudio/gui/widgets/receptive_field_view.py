@@ -159,24 +159,14 @@ class ReceptiveFieldView(QWidget):
 
 
 def _demo() -> None:
-    import sys
-
-    from PySide6.QtWidgets import QApplication
-
     from tlstudio.core.samples import sample_image
+    from tlstudio.gui.widgets.demo import demo_app, show_demo
 
-    app = QApplication.instance() or QApplication(sys.argv)
+    demo_app()
     widget = ReceptiveFieldView()
     widget.set_image(sample_image(0, np.random.default_rng(1), size=224))
     widget.set_field(input_size=224, receptive_field=40, jump=4, cells=56)
-    widget.resize(360, 360)
-    widget.setWindowTitle("Receptive field of block3_conv3:0 (40 px) — demo")
-    widget.show()
-    if "--screenshot" in sys.argv:
-        app.processEvents()
-        widget.grab().save(sys.argv[sys.argv.index("--screenshot") + 1])
-        return
-    app.exec()
+    show_demo(widget, "Receptive field of block3_conv3:0 (40 px) — demo", (360, 360))
 
 
 if __name__ == "__main__":

@@ -115,11 +115,9 @@ class RunCurves(QWidget):
 
 
 def _demo() -> None:
-    import sys
+    from tlstudio.gui.widgets.demo import demo_app, show_demo
 
-    from PySide6.QtWidgets import QApplication
-
-    app = QApplication.instance() or QApplication(sys.argv)
+    demo_app()
     widget = RunCurves()
     epochs = range(1, 11)
     widget.set_runs([
@@ -132,14 +130,7 @@ def _demo() -> None:
                    "accuracy": [1 - 0.5 * math.exp(-0.7 * e) for e in epochs],
                    "val_accuracy": [0.85 - 0.004 * (e - 4) ** 2 for e in epochs]}),
     ])
-    widget.resize(900, 380)
-    widget.setWindowTitle("Run curves — demo")
-    widget.show()
-    if "--screenshot" in sys.argv:
-        app.processEvents()
-        widget.grab().save(sys.argv[sys.argv.index("--screenshot") + 1])
-        return
-    app.exec()
+    show_demo(widget, "Run curves — demo", (900, 380))
 
 
 if __name__ == "__main__":
