@@ -128,3 +128,29 @@ def test_overlay_colours_and_png(tmp_path):
     path = save_png(blended, tmp_path / "sub" / "cam.png")
     with Image.open(path) as saved:
         assert saved.size == (60, 40) and saved.mode == "RGB"
+
+
+def _unreadable_images(folder):
+    """A text file named .jpg, and a PNG cut off half-way through its pixel data."""
+    text = folder / "notes.jpg"
+    text.write_text("these are my notes, not a photo\n")
+    png = folder / "whole.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(png)
+    truncated = folder / "truncated.png"
+    data = png.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    return {"not an image": text, "truncated or corrupt": truncated}
+
+
+def test_an_unreadable_image_to_explain_is_a_clear_user_error(tmp_path):
+    """Grad-CAM takes pixels; the GUI's explain panel and ``tlstudio explain`` decode the file with
+    load_rgb, so an unreadable file stops there with an ImageError (a UserError) naming it."""
+    from tlstudio.core.errors import ImageError
+    from tlstudio.core.images import load_rgb
+
+    for reason, path in _unreadable_images(tmp_path).items():
+        with pytest.raises(ImageError) as caught:
+            load_rgb(path)
+        assert isinstance(caught.value, UserError)
+        assert str(path) in str(caught.value) and reason in str(caught.value)
+        assert "\n" not in str(caught.value)

@@ -13,8 +13,12 @@ number of steps on standardised features, with the step size set from the
 largest curvature of the loss (a few power iterations), so it needs no
 tuning and gives the same result every time.
 
-:func:`extract_features` is the one place features are computed; a feature
-cache can take its place without changing the comparison.
+:func:`extract_features` is the one place features are computed. It goes
+through the feature cache (:mod:`tlstudio.core.feature_cache`): each tensor's
+pooled features are looked up under the same key training uses for a head
+with that cut and pooling ("avg" for 4-D tensors, "flatten" for 3-D and 5-D
+ones), so a comparison and a later training share entries; only the images
+some tensor lacks go through the base, in one pass for all such tensors.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlstudio.core import feature_cache
 from tlstudio.core.errors import Cancelled, DataError, UserError
 from tlstudio.core.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 
@@ -108,11 +113,147 @@ def extract_features(
     preprocessing: str,
     on_event: OnEvent = ignore_event,
     should_stop: ShouldStop = never_stop,
+    *,
+    base_label: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Pooled features ``(images, size)`` of each tensor for ``items`` (with ``path`` and ``label``),
-    from one forward pass of the base per batch. 4-D tensors are averaged over
-    their positions; other tensors are flattened. Progress events have task
-    "features"; an unreadable image raises ImageError."""
+    """Pooled features ``(images, size)`` of each tensor for ``items`` (with ``path`` and ``label``).
+
+    4-D tensors are averaged over their positions; other tensors are
+    flattened. Features the feature cache holds are read from it; the images
+    any tensor lacks go through the base once, every such tensor taken from
+    the same forward pass, and are stored. ``base_label`` names the base in
+    the cache key as training does (the recipe's base name, or the model
+    file's path); by default :func:`base_label_of` the model. A Message
+    reports how many came from the cache. Progress events have task
+    "features"; an unreadable image raises ImageError.
+    """
+    names = list(dict.fromkeys(tensor_names))
+    _check_input_size(base, input_size)
+    cache = feature_cache.FeatureCache()
+    if not items or cache.limit_bytes <= 0:
+        features = _extract(base, items, names, input_size, preprocessing, on_event, should_stop)
+        if items:
+            on_event(Message("Feature cache: off; every feature was extracted.", "info"))
+        return features
+    label = base_label_of(base) if base_label is None else str(base_label)
+    try:
+        keys = {name: _cache_key(base, name, input_size, preprocessing, label) for name in names}
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the cache is never needed for correctness
+        features = _extract(base, items, names, input_size, preprocessing, on_event, should_stop)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        on_event(Message(f"Feature cache: not used ({reason}); every feature was extracted.", "warning"))
+        return features
+    out: dict[str, np.ndarray] = {}
+    needed: dict[str, list[Any]] = {}
+    for name in names:
+        try:
+            out[name], _ = cache.features(keys[name], items, _defer)
+        except _Missing as missing:
+            needed[name] = missing.items
+    fresh: dict[str, np.ndarray] = {}
+    rows: dict[int, int] = {}
+    if needed:
+        positions = {id(item): index for index, item in enumerate(items)}
+        union = sorted({positions[id(item)] for wanted in needed.values() for item in wanted})
+        chosen = [items[index] for index in union]
+        fresh = _extract(base, chosen, list(needed), input_size, preprocessing, on_event, should_stop)
+        rows = {id(item): row for row, item in enumerate(chosen)}
+    else:
+        on_event(Progress("features", len(items), len(items), "Features from the feature cache"))
+    uses: dict[str, feature_cache.CacheUse] = {}
+    for name in needed:
+
+        def extract(missing: list[Any], name: str = name) -> np.ndarray:
+            if all(id(item) in rows for item in missing):
+                return fresh[name][[rows[id(item)] for item in missing]]
+            # The cache lost rows between the look-up and now (another process evicted them).
+            return _extract(base, missing, [name], input_size, preprocessing, on_event, should_stop)[name]
+
+        out[name], uses[name] = cache.features(keys[name], items, extract)
+    from_cache = sum(use.from_cache for use in uses.values()) + len(items) * (len(names) - len(needed))
+    notes = "; ".join(dict.fromkeys(use.note for use in uses.values() if use.note))
+    extracted = len(rows)
+    on_event(
+        Message(
+            f"Feature cache: {from_cache} of {len(items) * len(names)} image features "
+            f"({len(items)} images x {len(names)} tensors) read from the cache; "
+            + (f"{extracted} images extracted for {', '.join(needed)}" if needed else "nothing extracted")
+            + (f"; the cache {notes}" if notes else "")
+            + f" (cache folder {cache.root}).",
+            "warning" if notes else "info",
+        )
+    )
+    return {name: out[name] for name in names}
+
+
+def base_label_of(base: Any) -> str:
+    """How training's feature-cache keys name ``base``: the recipe's base name for the built-in bases.
+
+    The zoo builds its models under Keras' names; a user's model file is
+    keyed by its path in training, which the model does not know, so its own
+    name is used here (its features are shared between comparisons, not with
+    training; pass ``base_label`` to :func:`extract_features` to share them).
+    """
+    from tlstudio.core import backbones
+
+    name = str(getattr(base, "name", "") or "base")
+    zoo = {"vgg16": "vgg16", "vgg19": "vgg19", "efficientnet_lite0": backbones.LITE0}
+    return zoo.get(name, name)
+
+
+class _Missing(Exception):
+    """Raised by :func:`_defer` to learn which images the cache lacks without extracting them."""
+
+    def __init__(self, items: list[Any]) -> None:
+        super().__init__(f"{len(items)} images not cached")
+        self.items = items
+
+
+def _defer(items: list[Any]) -> np.ndarray:
+    raise _Missing(items)
+
+
+def _cache_key(base: Any, name: str, input_size: int, preprocessing: str, label: str) -> "feature_cache.FeatureSetKey":
+    """The key training uses for a classifier cut at ``name`` whose head pools as this comparison does.
+
+    The frozen part is built as training builds it (the classifier, split
+    after its weightless pooling or flattening), so the structure and
+    weights digests are the same; 4-D tensors pool by average ("avg"),
+    3-D and 5-D ones flatten ("flatten"), 2-D ones are used as they are.
+    """
+    import dataclasses
+
+    import keras
+
+    from tlstudio.core.classifier import build_classifier
+    from tlstudio.core.recipe import HeadSpec
+    from tlstudio.core.tensors import cut_model
+
+    rank = len(cut_model(base, name).outputs[0].shape)
+    spec = HeadSpec(pooling="avg" if rank == 4 else "flatten", batch_norm=False)
+    model = build_classifier(base, name, 2, spec, preprocessing)
+    pooled = [layer for layer in model.layers if layer.name in ("head_pool", "head_flatten")]
+    boundary = pooled[0].output if pooled else model.get_layer("head_predictions").input
+    frozen = keras.Model(model.inputs, boundary, name="frozen_part")
+    key = feature_cache.feature_set_key(frozen, label, name)
+    if not key.input_size:
+        # A base without a fixed input size: the images are resized to input_size, which the model cannot tell.
+        key = dataclasses.replace(key, input_size=int(input_size))
+    return key
+
+
+def _extract(
+    base: Any,
+    items: Sequence[Any],
+    tensor_names: Sequence[str],
+    input_size: int,
+    preprocessing: str,
+    on_event: OnEvent,
+    should_stop: ShouldStop,
+) -> dict[str, np.ndarray]:
+    """The pooled features of ``items`` for each tensor, from one forward pass of the base per batch."""
     from tlstudio.core import pipeline
 
     model = _feature_model(base, tensor_names, input_size, preprocessing)
@@ -214,12 +355,7 @@ def _feature_model(base: Any, tensor_names: Sequence[str], input_size: int, prep
     from tlstudio.core.preprocess import Preprocess
     from tlstudio.core.tensors import cut_model
 
-    shape = tuple(base.inputs[0].shape[1:3])
-    if None not in shape and shape != (input_size, input_size):
-        raise UserError(
-            f"The base model takes {shape[0]}x{shape[1]} images but the comparison was asked for {input_size}x"
-            f"{input_size}. Build the base at the same input size. Received: input_size={input_size!r}"
-        )
+    _check_input_size(base, input_size)
     outputs = [cut_model(base, name).outputs[0] for name in tensor_names]
     tapped = keras.Model(base.inputs[0], outputs, name="cut_features")
     image = keras.Input((input_size, input_size, 3), dtype="float32", name="image")
@@ -233,3 +369,12 @@ def _feature_model(base: Any, tensor_names: Sequence[str], input_size: int, prep
             value = keras.layers.Flatten()(value)
         pooled.append(value)
     return keras.Model(image, pooled, name="cut_comparison")
+
+
+def _check_input_size(base: Any, input_size: int) -> None:
+    shape = tuple(base.inputs[0].shape[1:3])
+    if None not in shape and shape != (input_size, input_size):
+        raise UserError(
+            f"The base model takes {shape[0]}x{shape[1]} images but the comparison was asked for {input_size}x"
+            f"{input_size}. Build the base at the same input size. Received: input_size={input_size!r}"
+        )
