@@ -261,6 +261,18 @@ class TrainingSteps:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
 
+    def trace(self, train_batches, val_batches) -> None:
+        """Trace both steps now, once each, for batches of any size, before the first batch.
+
+        Traced from the datasets' element specs (batch dimension unknown), so
+        the last, smaller batch of an epoch reuses the same graph instead of
+        tracing another one mid-epoch. Tracing is Python work that holds the
+        interpreter lock for a while; doing it here, before the phase starts,
+        keeps it out of the epochs.
+        """
+        self._train.get_concrete_function(train_batches.element_spec)
+        self._evaluate.get_concrete_function(val_batches.element_spec)
+
     def train(self, batch) -> list[float]:
         """One optimisation step on a batch from :meth:`distribute`."""
         return [float(v) for v in self._train(batch)]

@@ -549,6 +549,7 @@ class _Trainer:
         runner = distribute.TrainingSteps(self.strategy, fit_model, optimizer, class_weights)
         train_batches = runner.distribute(train_data, self.global_batch, len(self.dataset.train))
         val_batches = runner.distribute(val_data, self.global_batch)
+        runner.trace(train_batches, val_batches)
         self.best.watch(watched)
         self.report(PhaseStarted(name, epochs, steps, learning_rate))
         forwarder = _Forwarder(self, name, epochs, steps, learning_rate, optimizer)

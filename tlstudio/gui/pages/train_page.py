@@ -11,6 +11,7 @@ weights so far and returns a result marked ``cancelled``.
 
 from __future__ import annotations
 
+import gc
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +68,17 @@ def run_training(
                     break
         return stop_flag.is_set() or should_stop()
 
-    return training.train(recipe, dataset=dataset, base_model=base_model, on_event=on_event, should_stop=check)
+    # A full garbage collection walks every object TensorFlow and Keras hold (about a million):
+    # ~200 ms in the worker with the interpreter lock held, during which the window cannot repaint.
+    # Tracing the step functions makes enough garbage to trigger one. Freezing the objects that
+    # exist now (a constant-time move to a generation the collector skips) keeps collections during
+    # training to the objects made since; they go back to the collector when training ends.
+    gc.freeze()
+    try:
+        return training.train(recipe, dataset=dataset, base_model=base_model, on_event=on_event,
+                              should_stop=check)
+    finally:
+        gc.unfreeze()
 
 
 def detect_device(on_event=None, should_stop=None) -> str:
