@@ -173,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = MainWindow()
     errors.install(window)
     window.show()
+    window.build_pages_in_background()
     project = next((a for a in args if not a.startswith("-")), None)
     if project:
         window.open_project(project)

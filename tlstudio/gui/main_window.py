@@ -13,6 +13,7 @@ import html
 import importlib
 import shlex
 import sqlite3
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Callable
 
@@ -123,6 +124,26 @@ def load_page(module: str, class_name: str, title: str, state: ProjectState) -> 
     return page_type(state)
 
 
+class _PendingPage(QWidget):
+    """Holds a page's place in the stack until the page is built (see :meth:`MainWindow.page`)."""
+
+
+class _Pages(Mapping[str, QWidget]):
+    """``window.pages[title]``: the window's pages by title, each built the first time it is asked for."""
+
+    def __init__(self, window: MainWindow) -> None:
+        self._window = window
+
+    def __getitem__(self, title: str) -> QWidget:
+        return self._window.page(title)
+
+    def __iter__(self) -> Iterator[str]:
+        return (title for title, *_ in PAGES)
+
+    def __len__(self) -> int:
+        return len(PAGES)
+
+
 class MainWindow(QMainWindow):
     """TL Studio's window. ``state`` and ``settings`` may be given (tests, screenshots)."""
 
@@ -135,7 +156,9 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.state = state or ProjectState(parent=self)
         self.settings = settings or QSettings()
-        self.pages: dict[str, QWidget] = {}
+        self.pages: Mapping[str, QWidget] = _Pages(self)
+        """The pages by title; looking one up builds it if it has not been built yet."""
+        self._built: dict[str, QWidget] = {}
         self._needs_tensorflow: list[QWidget] = []
         self._busy_text = ""
         self._closing_after_stop = False
@@ -162,18 +185,17 @@ class MainWindow(QMainWindow):
         self.sidebar.setFixedWidth(150)
         self.sidebar.setIconSize(QSize(20, 20))
         self.stack = QStackedWidget()
-        for number, (title, module, class_name, needs_tf, purpose) in enumerate(PAGES, start=1):
-            page = load_page(module, class_name, title, self.state)
-            page.setObjectName(f"{title.lower()}Page")
-            self.pages[title] = page
-            self.stack.addWidget(page)
+        for number, (title, _module, _class_name, _needs_tf, purpose) in enumerate(PAGES, start=1):
+            self.stack.addWidget(_PendingPage())
             item = QListWidgetItem(f"{number}  {title}")
             item.setToolTip(f"{purpose}\n(Ctrl+{number})")
             item.setWhatsThis(purpose)
             self.sidebar.addItem(item)
-            if needs_tf:
-                self._needs_tensorflow.append(page)
-        self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
+        # Only the first page is built now, so the window shows quickly; the others are built when
+        # first shown or asked for, or one per event-loop turn after the window shows
+        # (build_pages_in_background).
+        self.page(PAGES[0][0])
+        self.sidebar.currentRowChanged.connect(self._show_row)
         self.sidebar.setCurrentRow(0)
         central = QWidget()
         layout = QHBoxLayout(central)
@@ -263,6 +285,47 @@ class MainWindow(QMainWindow):
 
     # ----- pages and status -----
 
+    def page(self, title: str) -> QWidget:
+        """The page called ``title``, built (in place of its placeholder in the stack) if it is not yet."""
+        built = self._built.get(title)
+        if built is not None:
+            return built
+        titles = [t for t, *_ in PAGES]
+        if title not in titles:
+            raise KeyError(title)
+        index = titles.index(title)
+        _title, module, class_name, needs_tf, _purpose = PAGES[index]
+        page = load_page(module, class_name, title, self.state)
+        page.setObjectName(f"{title.lower()}Page")
+        self._built[title] = page
+        placeholder = self.stack.widget(index)
+        was_current = self.stack.currentIndex() == index
+        self.stack.insertWidget(index, page)
+        self.stack.removeWidget(placeholder)
+        placeholder.deleteLater()
+        if was_current:
+            self.stack.setCurrentIndex(index)
+        if needs_tf:
+            self._needs_tensorflow.append(page)
+            self._apply_tensorflow_state(page, self.state.tensorflow_ready)
+        return page
+
+    def build_pages_in_background(self) -> None:
+        """Build the pages not built yet, one per event-loop turn, so each is ready before it is clicked."""
+        QTimer.singleShot(0, self, self._build_next_page)
+
+    def _build_next_page(self) -> None:
+        pending = [title for title, *_ in PAGES if title not in self._built]
+        if pending:
+            self.page(pending[0])
+        if len(pending) > 1:
+            QTimer.singleShot(0, self, self._build_next_page)
+
+    def _show_row(self, row: int) -> None:
+        if 0 <= row < len(PAGES):
+            self.page(PAGES[row][0])
+        self.stack.setCurrentIndex(row)
+
     def show_page(self, page: int | str) -> None:
         """Show a page by index (0 = Data) or title."""
         index = [title for title, *_ in PAGES].index(page) if isinstance(page, str) else page
@@ -290,10 +353,14 @@ class MainWindow(QMainWindow):
 
     def _on_tensorflow_ready(self, ready: bool) -> None:
         for page in self._needs_tensorflow:
-            page.setEnabled(ready)
-            page.setToolTip("" if ready else "Waiting for TensorFlow to load…")
+            self._apply_tensorflow_state(page, ready)
         self.doctor_action.setEnabled(ready)
         self._refresh_status()
+
+    @staticmethod
+    def _apply_tensorflow_state(page: QWidget, ready: bool) -> None:
+        page.setEnabled(ready)
+        page.setToolTip("" if ready else "Waiting for TensorFlow to load…")
 
     def tensorflow_failed(self, error: BaseException) -> None:
         """TensorFlow could not be imported: say so; the Data page keeps working, and so does the doctor."""
