@@ -465,7 +465,13 @@ class TrainPage(QWidget):
         if not self.is_paused() and not self._stop_flag.is_set():
             self.status_label.setText(f"Training… batch loss {event.loss:.4f}, learning rate {event.learning_rate:.2e}")
 
+    def _settle_status(self) -> None:
+        """Show the last batch's progress now, so no later refresh overwrites the final message."""
+        self._refresh_status()
+        self._status_dirty = False
+
     def _on_done(self, result: Any) -> None:
+        self._settle_status()
         self.result = result
         self.state.set_last_run(result)
         accuracy = result.metrics.get("val_accuracy")
@@ -479,9 +485,11 @@ class TrainPage(QWidget):
         self.status_label.setText(f"{text} Run saved in {result.run_dir}.")
 
     def _on_cancelled(self) -> None:
+        self._settle_status()
         self.status_label.setText("Stopped before the first epoch ended: nothing was saved.")
 
     def _on_error(self, error: BaseException) -> None:
+        self._settle_status()
         self.status_label.setText(f"Training failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
         self.state.error.emit(error)
 
