@@ -371,12 +371,11 @@ class EvaluatePage(QWidget):
 
 def _demo() -> None:
     """The page with made-up predictions (no model needed)."""
-    import sys
-
     import numpy as np
-    from PySide6.QtWidgets import QApplication
 
-    app = QApplication.instance() or QApplication(sys.argv)
+    from tlstudio.gui.widgets.demo import demo_app, show_demo
+
+    demo_app()
     page = EvaluatePage(ProjectState())
     rng = np.random.default_rng(0)
     classes = ("cats", "dogs", "foxes", "wolves")
@@ -388,14 +387,7 @@ def _demo() -> None:
     page.show_evaluation(
         core_evaluation.evaluate_probabilities(classes, paths, labels, probabilities, run="runs/run-demo")
     )
-    page.resize(1100, 760)
-    page.setWindowTitle("Evaluate page — made-up predictions (demo)")
-    page.show()
-    if "--screenshot" in sys.argv:
-        app.processEvents()
-        page.grab().save(sys.argv[sys.argv.index("--screenshot") + 1])
-        return
-    app.exec()
+    show_demo(page, "Evaluate page — made-up predictions (demo)", (1100, 760))
 
 
 if __name__ == "__main__":
