@@ -15,7 +15,7 @@ feature cache, through ``TLSTUDIO_HOME``). The last lines are ``name: value``:
   (the machine may be shared).
 * ``head_speedup_cold`` — 10 head-only epochs in the Keras transfer-learning
   guide's loop (``image_dataset_from_directory`` → frozen base → ``fit``)
-  divided by ``tlstudio.core.training.train`` with an empty feature cache, the
+  divided by ``tlstudio.core.train.training.train`` with an empty feature cache, the
   same head (global average pooling, dense softmax), optimizer and batch size;
   both timings include reading the folders, and TL Studio's includes writing
   its run folder.
@@ -97,7 +97,7 @@ def _make_images(root: Path, count: int, seed: int = 0) -> Path:
     import numpy as np
     from PIL import Image
 
-    from tlstudio.core.samples import sample_image
+    from tlstudio.core.data.samples import sample_image
 
     rng = np.random.default_rng(seed)
     per_class = count // len(CLASSES)
@@ -120,12 +120,12 @@ def _log(text: str) -> None:
 def _engine_benchmarks(work: Path, count: int, size: int) -> dict[str, float]:
     import keras
 
-    from tlstudio.core.recipe import BaseSpec
+    from tlstudio.core.spec.recipe import BaseSpec
 
     root = _make_images(work / "images", count)
     spec = BaseSpec(name="vgg16", weights="none", input_size=size)
     keras.utils.set_random_seed(0)
-    from tlstudio.core import backbones
+    from tlstudio.core.model import backbones
 
     base = backbones.build_base(spec)
     _log(f"VGG16 (random weights) at {size}x{size}, {count} generated images in {root}")
@@ -146,8 +146,9 @@ def _engine_benchmarks(work: Path, count: int, size: int) -> dict[str, float]:
 
 
 def _frozen_part(base, size: int):
-    from tlstudio.core import classifier, tensors, training
-    from tlstudio.core.recipe import HeadSpec
+    from tlstudio.core.model import classifier, tensors
+    from tlstudio.core.train import training
+    from tlstudio.core.spec.recipe import HeadSpec
 
     model = classifier.build_classifier(base, tensors.default_cut_tensor(base), len(CLASSES),
                                         HeadSpec(batch_norm=False), "caffe")
@@ -159,8 +160,9 @@ def _extract_vs_forward(root: Path, base, size: int) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from tlstudio.core import pipeline, training
-    from tlstudio.core.dataset import scan_dataset
+    from tlstudio.core.data import pipeline
+    from tlstudio.core.train import training
+    from tlstudio.core.data.dataset import scan_dataset
 
     items = list(scan_dataset([root]).train)
     frozen = _frozen_part(base, size)
@@ -194,7 +196,7 @@ def _keras_guide_loop(root: Path, base, size: int) -> tuple[float, float]:
     import keras
     import tensorflow as tf
 
-    from tlstudio.core.preprocess import Preprocess
+    from tlstudio.core.model.preprocess import Preprocess
 
     keras.utils.set_random_seed(0)
     started = time.perf_counter()
@@ -221,8 +223,9 @@ def _keras_guide_loop(root: Path, base, size: int) -> tuple[float, float]:
 
 def _tlstudio_runs(work: Path, root: Path, base, spec) -> tuple[float, float, float, float]:
     """TL Studio's train(): empty cache; then cache filled by another head; (seconds, accuracy) for each."""
-    from tlstudio.core import feature_cache, training
-    from tlstudio.core.recipe import DataSpec, HeadSpec, Recipe, TrainSpec
+    from tlstudio.core.data import feature_cache
+    from tlstudio.core.train import training
+    from tlstudio.core.spec.recipe import DataSpec, HeadSpec, Recipe, TrainSpec
 
     def recipe(head: HeadSpec) -> Recipe:
         return Recipe(
@@ -267,10 +270,12 @@ def _finetune_vs_raw(work: Path, root: Path, spec) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from tlstudio.core import backbones, classifier, pipeline, tensors, training
-    from tlstudio.core.dataset import scan_dataset
-    from tlstudio.core.events import BatchEnded
-    from tlstudio.core.recipe import DataSpec, HeadSpec, Recipe, TrainSpec
+    from tlstudio.core.model import backbones, classifier, tensors
+    from tlstudio.core.data import pipeline
+    from tlstudio.core.train import training
+    from tlstudio.core.data.dataset import scan_dataset
+    from tlstudio.core.spec.events import BatchEnded
+    from tlstudio.core.spec.recipe import DataSpec, HeadSpec, Recipe, TrainSpec
 
     keras.utils.set_random_seed(0)
     base = backbones.build_base(spec)
@@ -358,8 +363,8 @@ def _gui_probe() -> int:
     import numpy as np
     from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
 
-    from tlstudio.core.dataset import scan_dataset
-    from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+    from tlstudio.core.data.dataset import scan_dataset
+    from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
     from tlstudio.gui import main_window
     from tlstudio.gui.app import create_application
 

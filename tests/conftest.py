@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
 
 
 @pytest.fixture(autouse=True)

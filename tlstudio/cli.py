@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from tlstudio.cli_progress import ProgressRenderer
-from tlstudio.core.errors import Cancelled, DataError, ModelFileError, UserError
-from tlstudio.core.events import ShouldStop
-from tlstudio.core.recipe import OPTIMIZERS, POOLINGS
+from tlstudio.core.spec.errors import Cancelled, DataError, ModelFileError, UserError
+from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.recipe import OPTIMIZERS, POOLINGS
 
 PROG = "tlstudio"
 EXIT_OK = 0
@@ -144,7 +144,7 @@ def _add_inspect(commands: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_inspect(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     spec = _base_spec(args)
     _load_tensorflow(args)
-    from tlstudio.core import backbones, tensors
+    from tlstudio.core.model import backbones, tensors
 
     model = backbones.build_base(spec, on_event=progress, should_stop=should_stop)
     infos = tensors.catalogue(model)
@@ -206,7 +206,7 @@ def _add_data(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_data(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core.dataset import scan_dataset, verify_dataset
+    from tlstudio.core.data.dataset import scan_dataset, verify_dataset
 
     dataset = scan_dataset(
         args.folders,
@@ -358,7 +358,7 @@ def _add_train(commands: Any, common: argparse.ArgumentParser) -> None:
 def recipe_from_args(args: argparse.Namespace) -> Any:
     """The recipe ``tlstudio train`` runs: the project file's (or the
     defaults), with every flag given on the command line applied on top."""
-    from tlstudio.core.recipe import Recipe, load_project
+    from tlstudio.core.spec.recipe import Recipe, load_project
 
     if args.project:
         recipe = load_project(args.project)
@@ -394,7 +394,7 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
 def _cmd_train(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     recipe = recipe_from_args(args)
     if args.save_project:
-        from tlstudio.core.recipe import save_project
+        from tlstudio.core.spec.recipe import save_project
 
         path = save_project(recipe, args.save_project)
         progress.note(f"Saved the project to {path}")
@@ -402,14 +402,14 @@ def _cmd_train(args: argparse.Namespace, progress: ProgressRenderer, should_stop
         _print_json(recipe.to_dict())
         return EXIT_OK
     _existing_folders(recipe.data.folders, "data")
-    from tlstudio.core import cluster
+    from tlstudio.core.train import cluster
 
     config = cluster.read_tf_config()
     if config is not None and config.size > 1:
         cluster.worker_timeout()
     _load_tensorflow(args)
-    from tlstudio.core import devices, distribute
-    from tlstudio.core.training import train
+    from tlstudio.core.train import devices, distribute
+    from tlstudio.core.train.training import train
 
     devices.enable_memory_growth()
     progress.note(f"Device: {devices.device_badge()}")
@@ -491,7 +491,7 @@ def _add_predict(commands: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_predict(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     if Path(args.model).exists():
         _load_tensorflow(args)  # a missing path is reported by load_predictor, without TensorFlow
-    from tlstudio.core.predict import load_predictor, predict_files
+    from tlstudio.core.use.predict import load_predictor, predict_files
 
     predictor = load_predictor(args.model)
     predictions = predict_files(predictor, args.files, top_k=args.top, on_event=progress, should_stop=should_stop)
@@ -566,7 +566,7 @@ def _add_export(commands: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_export(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     _existing_folders([args.run], "run")
     _load_tensorflow(args)
-    from tlstudio.core import export
+    from tlstudio.core.use import export
 
     report = export.export_run(
         args.run,
@@ -630,7 +630,7 @@ def _add_weights(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_weights_status(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core import backbones
+    from tlstudio.core.model import backbones
 
     entries = []
     for base in DOWNLOADABLE_BASES:
@@ -667,7 +667,7 @@ def _cmd_weights_status(args: argparse.Namespace, progress: ProgressRenderer, sh
 
 
 def _cmd_weights_import(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core import backbones
+    from tlstudio.core.model import backbones
 
     path = backbones.import_weights(args.file)
     print(f"Imported {args.file} -> {path}")
@@ -678,7 +678,7 @@ def _cmd_weights_download(args: argparse.Namespace, progress: ProgressRenderer, 
     if args.base not in DOWNLOADABLE_BASES:
         print(f"{args.base}'s ImageNet weights come with TL Studio; there is nothing to download.")
         return EXIT_OK
-    from tlstudio.core import backbones
+    from tlstudio.core.model import backbones
 
     path = backbones.resolve_weights(
         backbones.weights_file(args.base, args.top), mirror=args.mirror, on_event=progress, should_stop=should_stop
@@ -706,7 +706,7 @@ def _add_cache(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_cache_status(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core.feature_cache import FeatureCache
+    from tlstudio.core.data.feature_cache import FeatureCache
 
     state = FeatureCache().status()
     if args.json:
@@ -735,7 +735,7 @@ def _cmd_cache_status(args: argparse.Namespace, progress: ProgressRenderer, shou
 
 
 def _cmd_cache_clear(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core.feature_cache import FeatureCache
+    from tlstudio.core.data.feature_cache import FeatureCache
 
     cache = FeatureCache()
     freed = cache.clear()
@@ -754,7 +754,7 @@ def _add_devices(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_devices(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     _load_tensorflow(args)
-    from tlstudio.core import devices
+    from tlstudio.core.train import devices
 
     found = devices.list_devices()
     badge = devices.device_badge()
@@ -792,7 +792,7 @@ def _add_doctor(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_doctor(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     _load_tensorflow(args)
-    from tlstudio.core.doctor import diagnose
+    from tlstudio.core.train.doctor import diagnose
 
     report = diagnose()
     if args.json:
@@ -810,8 +810,8 @@ def _add_runs(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_runs(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core import paths
-    from tlstudio.core.runs import list_runs
+    from tlstudio.core.spec import paths
+    from tlstudio.core.train.runs import list_runs
 
     runs = list_runs(args.folder)
     if args.json:
@@ -868,11 +868,11 @@ def _add_evaluate(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core.runs import load_run
+    from tlstudio.core.train.runs import load_run
 
     run = load_run(args.run)  # a folder that is not a run is reported before TensorFlow loads
     _load_tensorflow(args)
-    from tlstudio.core.evaluation import EVALUATION_FILE, evaluate_run, mistakes
+    from tlstudio.core.use.evaluation import EVALUATION_FILE, evaluate_run, mistakes
 
     result = evaluate_run(run, split=args.split, top_k=args.top_k, on_event=progress, should_stop=should_stop)
     progress.close()
@@ -949,8 +949,8 @@ def _add_explain(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_explain(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     image = _model_path_and_image(args)
-    from tlstudio.core.gradcam import grad_cam, overlay, save_png
-    from tlstudio.core.predict import load_predictor
+    from tlstudio.core.use.gradcam import grad_cam, overlay, save_png
+    from tlstudio.core.use.predict import load_predictor
 
     predictor = load_predictor(args.run)
     class_index = None
@@ -992,9 +992,9 @@ def _add_activations(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_activations(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
     image = _model_path_and_image(args)
-    from tlstudio.core.activations import activations, channel_grid
-    from tlstudio.core.gradcam import save_png
-    from tlstudio.core.predict import load_predictor
+    from tlstudio.core.use.activations import activations, channel_grid
+    from tlstudio.core.use.gradcam import save_png
+    from tlstudio.core.use.predict import load_predictor
 
     maps = activations(load_predictor(args.run).model, image, args.tensor)
     path = save_png(channel_grid(maps, max_channels=args.max_channels), args.out)
@@ -1008,7 +1008,7 @@ def _model_path_and_image(args: argparse.Namespace) -> Any:
     """Check the model path, then decode the image (a bad image is reported before TensorFlow loads)."""
     if not Path(args.run).exists():
         raise UserError(f"No run or model at {args.run!r}. Check the path.")
-    from tlstudio.core.images import load_rgb
+    from tlstudio.core.data.images import load_rgb
 
     image = load_rgb(args.image)
     _load_tensorflow(args)
@@ -1041,7 +1041,7 @@ def _add_compare_cuts(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_compare_cuts(args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop) -> int:
-    from tlstudio.core.dataset import scan_dataset
+    from tlstudio.core.data.dataset import scan_dataset
 
     spec = _base_spec(args)
     dataset = scan_dataset(
@@ -1052,8 +1052,8 @@ def _cmd_compare_cuts(args: argparse.Namespace, progress: ProgressRenderer, shou
         should_stop=should_stop,
     )
     _load_tensorflow(args)
-    from tlstudio.core import backbones
-    from tlstudio.core.cut_comparison import compare_cuts
+    from tlstudio.core.model import backbones
+    from tlstudio.core.use.cut_comparison import compare_cuts
 
     base = backbones.build_base(spec, on_event=progress, should_stop=should_stop)
     size = base.inputs[0].shape[1] or spec.input_size
@@ -1123,7 +1123,7 @@ def _base_fields(base: str) -> dict[str, Any]:
 
 def _base_spec(args: argparse.Namespace) -> Any:
     """The BaseSpec of a command's BASE, --weights, --top and --input-size arguments."""
-    from tlstudio.core.recipe import BaseSpec
+    from tlstudio.core.spec.recipe import BaseSpec
 
     return BaseSpec(
         **_base_fields(args.base),

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from tlstudio.core.events import BatchEnded, EpochEnded, Event, Message, PhaseStarted, Progress
+from tlstudio.core.spec.events import BatchEnded, EpochEnded, Event, Message, PhaseStarted, Progress
 
 REDRAW_INTERVAL_S = 0.1
 BAR_WIDTH = 24

@@ -71,16 +71,16 @@ def check_engine_imports(context: _Context) -> None:
 
 def make_data(context: _Context) -> None:
     """Write three classes of generated images."""
-    from tlstudio.core.samples import make_sample_folders
+    from tlstudio.core.data.samples import make_sample_folders
 
     context.image_root = make_sample_folders(context.workdir / "images", per_class=8, size=32)
 
 
 def train_one_epoch(context: _Context) -> None:
     """Train a head on a tiny VGG-shaped base for one epoch."""
-    from tlstudio.core.recipe import BaseSpec, DataSpec, Recipe, TrainSpec
-    from tlstudio.core.samples import make_tiny_vgg
-    from tlstudio.core.training import train
+    from tlstudio.core.spec.recipe import BaseSpec, DataSpec, Recipe, TrainSpec
+    from tlstudio.core.data.samples import make_tiny_vgg
+    from tlstudio.core.train.training import train
 
     recipe = Recipe(
         data=DataSpec(folders=(str(context.image_root),)),
@@ -95,7 +95,7 @@ def train_one_epoch(context: _Context) -> None:
 
 def export_artifacts(context: _Context) -> None:
     """Export the run in :data:`EXPORT_FORMATS` and require every round-trip check to pass."""
-    from tlstudio.core.export import export_run
+    from tlstudio.core.use.export import export_run
 
     report = export_run(context.run_dir, context.workdir / "export", formats=EXPORT_FORMATS)
     failed = [f"{check.format}: {check.message}" for check in report.checks if not check.passed]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from tlstudio import cli
-from tlstudio.core.feature_cache import FeatureCache, FeatureSetKey
+from tlstudio.core.data.feature_cache import FeatureCache, FeatureSetKey
 
 
 def _fill(tmp_path, count: int = 4) -> None:

@@ -17,9 +17,9 @@ import pytest
 
 from tlstudio import cli
 from tlstudio.cli_progress import ProgressRenderer, format_bar, format_duration
-from tlstudio.core.errors import Cancelled
-from tlstudio.core.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
-from tlstudio.core.samples import make_sample_folders
+from tlstudio.core.spec.errors import Cancelled
+from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
+from tlstudio.core.data.samples import make_sample_folders
 
 SUBPROCESS_TIMEOUT_S = 300
 
@@ -50,7 +50,7 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
 
 def test_workflow_end_to_end(tmp_path, capsys):
     """scan -> inspect -> train 2 epochs -> predict -> export, and a wrong cut tensor, as a user runs them."""
-    from tlstudio.core.samples import make_tiny_vgg
+    from tlstudio.core.data.samples import make_tiny_vgg
 
     images = make_sample_folders(tmp_path / "images", per_class=10)
     base = tmp_path / "tiny_vgg.keras"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tlstudio.core.samples import SAMPLE_CLASSES, make_sample_folders, make_tiny_vgg
+from tlstudio.core.data.samples import SAMPLE_CLASSES, make_sample_folders, make_tiny_vgg
 
 SUBPROCESS_TIMEOUT_S = 300
 

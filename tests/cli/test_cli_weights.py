@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tlstudio import cli
-from tlstudio.core import backbones, paths
+from tlstudio.core.model import backbones
+from tlstudio.core.spec import paths
 
 
 @pytest.fixture

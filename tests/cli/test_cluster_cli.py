@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tlstudio.core.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec, save_project
-from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+from tlstudio.core.spec.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec, save_project
+from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
 
 TIMEOUT = 240
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from tlstudio import cli
-from tlstudio.core import devices, doctor
-from tlstudio.core.devices import DeviceInfo
-from tlstudio.core.doctor import DriverInfo
+from tlstudio.core.train import devices, doctor
+from tlstudio.core.train.devices import DeviceInfo
+from tlstudio.core.train.doctor import DriverInfo
 
 
 @pytest.fixture(autouse=True)

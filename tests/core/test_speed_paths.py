@@ -8,11 +8,13 @@ import keras
 import numpy as np
 import pytest
 
-from tlstudio.core import acceleration, classifier, pipeline, runs, training
-from tlstudio.core.dataset import scan_dataset
-from tlstudio.core.errors import UserError
-from tlstudio.core.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec
-from tlstudio.core.samples import make_tiny_vgg
+from tlstudio.core.train import acceleration, runs, training
+from tlstudio.core.model import classifier
+from tlstudio.core.data import pipeline
+from tlstudio.core.data.dataset import scan_dataset
+from tlstudio.core.spec.errors import UserError
+from tlstudio.core.spec.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec
+from tlstudio.core.data.samples import make_tiny_vgg
 
 
 @pytest.fixture

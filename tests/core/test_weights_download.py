@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlstudio.core import backbones, paths
-from tlstudio.core.backbones import WeightsFile, import_weights, resolve_weights
-from tlstudio.core.errors import Cancelled, WeightsError
-from tlstudio.core.events import Message, Progress
+from tlstudio.core.model import backbones
+from tlstudio.core.spec import paths
+from tlstudio.core.model.backbones import WeightsFile, import_weights, resolve_weights
+from tlstudio.core.spec.errors import Cancelled, WeightsError
+from tlstudio.core.spec.events import Message, Progress
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=600_000, dtype=np.uint8).tobytes()
 FILENAME = "fake_weights_notop.h5"

@@ -10,8 +10,8 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from tlstudio import system_libs
-from tlstudio.core.errors import Cancelled, DataError
-from tlstudio.core.recipe import DataSpec, HeadSpec
+from tlstudio.core.spec.errors import Cancelled, DataError
+from tlstudio.core.spec.recipe import DataSpec, HeadSpec
 from tlstudio.gui import app as gui_app
 from tlstudio.gui import errors, workers
 from tlstudio.gui.main_window import PAGES, MainWindow

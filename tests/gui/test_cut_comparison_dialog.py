@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlstudio.core.dataset import scan_dataset
+from tlstudio.core.data.dataset import scan_dataset
 from tlstudio.gui import workers
 from tlstudio.gui.cut_comparison_dialog import CutComparisonDialog
 from tlstudio.gui.pages.model_page import ModelPage

@@ -7,7 +7,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from tlstudio.core.samples import make_sample_folders
+from tlstudio.core.data.samples import make_sample_folders
 from tlstudio.gui.pages.data_page import DataPage, imbalance_warning
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.thumbnails import ThumbnailGrid

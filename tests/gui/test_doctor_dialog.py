@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtGui import QGuiApplication
 
-from tlstudio.core.devices import DeviceInfo
-from tlstudio.core.doctor import DoctorReport, DriverInfo
+from tlstudio.core.train.devices import DeviceInfo
+from tlstudio.core.train.doctor import DoctorReport, DriverInfo
 from tlstudio.gui import doctor_dialog
 from tlstudio.gui.doctor_dialog import DoctorDialog, open_doctor_dialog
 

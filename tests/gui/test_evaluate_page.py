@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlstudio.core import training
-from tlstudio.core.dataset import scan_dataset
-from tlstudio.core.evaluation import evaluate_probabilities
-from tlstudio.core.recipe import BaseSpec, DataSpec, Recipe, TrainSpec
+from tlstudio.core.train import training
+from tlstudio.core.data.dataset import scan_dataset
+from tlstudio.core.use.evaluation import evaluate_probabilities
+from tlstudio.core.spec.recipe import BaseSpec, DataSpec, Recipe, TrainSpec
 from tlstudio.gui import workers
 from tlstudio.gui.pages.evaluate_page import EvaluatePage
 from tlstudio.gui.state import ProjectState

@@ -6,10 +6,10 @@ import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from tlstudio.core.classifier import build_classifier
-from tlstudio.core.errors import TensorNameError
-from tlstudio.core.predict import Predictor
-from tlstudio.core.recipe import HeadSpec
+from tlstudio.core.model.classifier import build_classifier
+from tlstudio.core.spec.errors import TensorNameError
+from tlstudio.core.use.predict import Predictor
+from tlstudio.core.spec.recipe import HeadSpec
 from tlstudio.gui import workers
 from tlstudio.gui.pages.explain_panel import ExplainPanel, explainer_for
 from tlstudio.gui.state import ProjectState

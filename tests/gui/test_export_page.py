@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QDesktopServices
 
-from tlstudio.core.recipe import BaseSpec, DataSpec, Recipe, TrainSpec
+from tlstudio.core.spec.recipe import BaseSpec, DataSpec, Recipe, TrainSpec
 from tlstudio.gui import errors
 from tlstudio.gui.pages.export_page import ExportPage
 from tlstudio.gui.state import ProjectState
@@ -15,7 +15,7 @@ from tlstudio.gui.state import ProjectState
 @pytest.fixture
 def trained_state(image_root, tiny_vgg_file, tmp_path):
     """A project state holding a finished one-epoch run on generated images."""
-    from tlstudio.core.training import train
+    from tlstudio.core.train.training import train
 
     recipe = Recipe(
         data=DataSpec(folders=(str(image_root),)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlstudio.core.events import BatchEnded, EpochEnded, PhaseStarted
+from tlstudio.core.spec.events import BatchEnded, EpochEnded, PhaseStarted
 from tlstudio.gui.widgets.loss_plot import LossPlot, nice_ceiling
 
 

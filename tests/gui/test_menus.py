@@ -10,10 +10,10 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from tlstudio.core import feature_cache
-from tlstudio.core.dataset import scan_dataset
-from tlstudio.core.feature_cache import FeatureCache, FeatureSetKey
-from tlstudio.core.recipe import DataSpec
+from tlstudio.core.data import feature_cache
+from tlstudio.core.data.dataset import scan_dataset
+from tlstudio.core.data.feature_cache import FeatureCache, FeatureSetKey
+from tlstudio.core.spec.recipe import DataSpec
 from tlstudio.gui import doctor_dialog, workers
 from tlstudio.gui.main_window import MainWindow
 

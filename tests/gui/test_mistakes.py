@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QDesktopServices
 
-from tlstudio.core.evaluation import evaluate_probabilities
+from tlstudio.core.use.evaluation import evaluate_probabilities
 from tlstudio.gui import workers
 from tlstudio.gui.pages.evaluate_page import EvaluatePage
 from tlstudio.gui.state import ProjectState

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
-from tlstudio.core import backbones
-from tlstudio.core.errors import WeightsError
-from tlstudio.core.tensors import catalogue
+from tlstudio.core.model import backbones
+from tlstudio.core.spec.errors import WeightsError
+from tlstudio.core.model.tensors import catalogue
 from tlstudio.gui import workers
 from tlstudio.gui.pages.model_page import ModelPage, parse_hidden_units
 from tlstudio.gui.state import ProjectState

@@ -6,10 +6,10 @@ import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from tlstudio.core import training
-from tlstudio.core.dataset import scan_dataset
-from tlstudio.core.recipe import BaseSpec, Recipe, TrainSpec
-from tlstudio.core.samples import make_sample_folders
+from tlstudio.core.train import training
+from tlstudio.core.data.dataset import scan_dataset
+from tlstudio.core.spec.recipe import BaseSpec, Recipe, TrainSpec
+from tlstudio.core.data.samples import make_sample_folders
 from tlstudio.gui import workers
 from tlstudio.gui.pages.predict_page import PREDICTION_ROLE, PredictPage
 from tlstudio.gui.state import ProjectState

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tlstudio.core import training
-from tlstudio.core.dataset import scan_dataset
-from tlstudio.core.recipe import BaseSpec, HeadSpec, Recipe, TrainSpec
+from tlstudio.core.train import training
+from tlstudio.core.data.dataset import scan_dataset
+from tlstudio.core.spec.recipe import BaseSpec, HeadSpec, Recipe, TrainSpec
 from tlstudio.gui import workers
 from tlstudio.gui.pages.runs_page import RunsPage
 from tlstudio.gui.state import ProjectState

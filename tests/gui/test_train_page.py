@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tlstudio.core import training
-from tlstudio.core.dataset import scan_dataset
-from tlstudio.core.events import BatchEnded
+from tlstudio.core.train import training
+from tlstudio.core.data.dataset import scan_dataset
+from tlstudio.core.spec.events import BatchEnded
 from tlstudio.gui import workers
 from tlstudio.gui.pages.train_page import TrainPage, format_duration
 from tlstudio.gui.state import ProjectState

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from tlstudio.core.errors import Cancelled, DataError
-from tlstudio.core.events import Progress
+from tlstudio.core.spec.errors import Cancelled, DataError
+from tlstudio.core.spec.events import Progress
 from tlstudio.gui import errors, workers
 from tlstudio.gui.workers import run_in_thread
 

@@ -129,7 +129,7 @@ def _import_tensorflow() -> None:
     """Import TensorFlow and Keras, then set the mixed-precision policy before any base model is built."""
     import tensorflow  # noqa: F401
 
-    from tlstudio.core.acceleration import apply_policy
+    from tlstudio.core.train.acceleration import apply_policy
 
     apply_policy()
 

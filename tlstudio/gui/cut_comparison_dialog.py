@@ -2,7 +2,7 @@
 
 Opened from the Model page. The user ticks a few cut tensors of the base
 (by default the last tensor of each block, e.g. each VGG pool, plus the
-default cut); a worker runs :func:`tlstudio.core.cut_comparison.compare_cuts`
+default cut); a worker runs :func:`tlstudio.core.use.cut_comparison.compare_cuts`
 over the project's training and validation images with progress and Stop.
 A horizontal bar chart shows the validation accuracy of each cut and a table
 its feature size, accuracies and fitting time; "Use best cut" sets the
@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.events import Message, Progress
+from tlstudio.core.spec.events import Message, Progress
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 
@@ -71,7 +71,7 @@ class CutComparisonDialog(QDialog):
         self.setWindowTitle("Compare cut tensors")
         self.resize(960, 600)
 
-        from tlstudio.core.tensors import catalogue, default_cut_tensor
+        from tlstudio.core.model.tensors import catalogue, default_cut_tensor
 
         model = state.base_model
         self._infos = catalogue(model) if model is not None else []
@@ -206,8 +206,8 @@ class CutComparisonDialog(QDialog):
         """Compare the ticked tensors in a worker."""
         if self.job is not None or self._missing():
             return
-        from tlstudio.core.backbones import preprocessing_mode
-        from tlstudio.core.cut_comparison import compare_cuts
+        from tlstudio.core.model.backbones import preprocessing_mode
+        from tlstudio.core.use.cut_comparison import compare_cuts
 
         model = self.state.base_model
         size = model.inputs[0].shape[1] or self.state.recipe.base.input_size

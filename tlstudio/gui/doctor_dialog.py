@@ -1,6 +1,6 @@
 """Help ▸ GPU Doctor: why TensorFlow does or does not use the GPU, with a Copy button.
 
-The dialog shows :meth:`tlstudio.core.doctor.DoctorReport.text`, the same text
+The dialog shows :meth:`tlstudio.core.train.doctor.DoctorReport.text`, the same text
 ``tlstudio doctor`` prints, in a read-only monospaced box, so a user can read
 the likely reason and paste the whole report into a bug report.
 :func:`open_doctor_dialog` shows the dialog at once and fills it in from a
@@ -15,7 +15,7 @@ from typing import Any
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
-from tlstudio.core.doctor import DoctorReport
+from tlstudio.core.train.doctor import DoctorReport
 
 WAITING_TEXT = "Examining TensorFlow, its devices and the NVIDIA driver…"
 
@@ -79,8 +79,8 @@ class DoctorDialog(QDialog):
 
 
 def _diagnose(on_event: Any = None, should_stop: Any = None) -> DoctorReport:
-    """:func:`tlstudio.core.doctor.diagnose` in the shape ``run_in_thread`` calls."""
-    from tlstudio.core.doctor import diagnose
+    """:func:`tlstudio.core.train.doctor.diagnose` in the shape ``run_in_thread`` calls."""
+    from tlstudio.core.train.doctor import diagnose
 
     return diagnose()
 
@@ -98,8 +98,8 @@ def open_doctor_dialog(parent: QWidget | None = None) -> DoctorDialog:
 
 
 def _sample_report() -> DoctorReport:
-    from tlstudio.core.devices import DeviceInfo
-    from tlstudio.core.doctor import DriverInfo
+    from tlstudio.core.train.devices import DeviceInfo
+    from tlstudio.core.train.doctor import DriverInfo
 
     return DoctorReport(
         tensorflow_version="2.21.0",

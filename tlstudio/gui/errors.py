@@ -2,7 +2,7 @@
 
 Worker failures, ``ProjectState.error``, ``sys.excepthook`` and
 ``threading.excepthook`` all end in :func:`show_error`. A
-:class:`~tlstudio.core.errors.UserError` (something the user can fix) is shown
+:class:`~tlstudio.core.spec.errors.UserError` (something the user can fix) is shown
 as its plain message; anything else is a bug and shows its message with the
 traceback under "Show Details…". The dialog never ends the app. Exceptions
 raised in other threads are carried to the GUI thread by a signal first.
@@ -18,7 +18,7 @@ from types import TracebackType
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
-from tlstudio.core.errors import Cancelled, UserError
+from tlstudio.core.spec.errors import Cancelled, UserError
 
 
 class ErrorDialog(QMessageBox):

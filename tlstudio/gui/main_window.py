@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.errors import UserError
+from tlstudio.core.spec.errors import UserError
 from tlstudio.gui import workers
 from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
@@ -660,7 +660,7 @@ class MainWindow(QMainWindow):
 
 def feature_cache_bytes() -> int | None:
     """The default feature cache's size on disk (a quick look at its index); None when it cannot be read."""
-    from tlstudio.core import feature_cache
+    from tlstudio.core.data import feature_cache
 
     try:
         return feature_cache.status().bytes
@@ -670,7 +670,7 @@ def feature_cache_bytes() -> int | None:
 
 def clear_feature_cache(on_event=None, should_stop=None) -> int:
     """Empty the default feature cache; the bytes freed. Runs in a worker thread."""
-    from tlstudio.core import feature_cache
+    from tlstudio.core.data import feature_cache
 
     return feature_cache.clear()
 

@@ -52,8 +52,8 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     from tlstudio.gui.app import create_application
 
     app = create_application()
-    from tlstudio.core.recipe import BaseSpec, HeadSpec, Recipe, TrainSpec
-    from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+    from tlstudio.core.spec.recipe import BaseSpec, HeadSpec, Recipe, TrainSpec
+    from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
     from tlstudio.gui import errors
     from tlstudio.gui.main_window import MainWindow
     from tlstudio.gui.workers import stop_all

@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from tlstudio.core.recipe import Recipe, load_project, save_project
+from tlstudio.core.spec.recipe import Recipe, load_project, save_project
 
 
 class ProjectState(QObject):
@@ -45,7 +45,7 @@ class ProjectState(QObject):
 
     @property
     def dataset(self) -> Any:
-        """The last :class:`tlstudio.core.dataset.Dataset` scanned from the recipe's folders, or None."""
+        """The last :class:`tlstudio.core.data.dataset.Dataset` scanned from the recipe's folders, or None."""
         return self._dataset
 
     @property
@@ -55,7 +55,7 @@ class ProjectState(QObject):
 
     @property
     def last_run(self) -> Any:
-        """The :class:`tlstudio.core.training.RunResult` of the last finished training, or None."""
+        """The :class:`tlstudio.core.train.training.RunResult` of the last finished training, or None."""
         return self._last_run
 
     @property
@@ -95,7 +95,7 @@ class ProjectState(QObject):
 
         ``update(cut_tensor="block4_pool:0")`` changes a top-level field;
         ``update("head", batch_norm=False)`` changes a field of ``recipe.head``.
-        Invalid values raise :class:`tlstudio.core.errors.RecipeError`.
+        Invalid values raise :class:`tlstudio.core.spec.errors.RecipeError`.
         """
         if section is None:
             self.set_recipe(self._recipe.replace(**changes))

@@ -1,7 +1,7 @@
 """Run engine functions off the GUI thread, with events, results, errors and cancellation.
 
 The engine's long functions take ``on_event`` and ``should_stop`` callbacks
-(``tlstudio.core.events``). :func:`run_in_thread` calls one in a ``QObject``
+(``tlstudio.core.spec.events``). :func:`run_in_thread` calls one in a ``QObject``
 worker moved to a ``QThread``, wired as superqt's ``new_worker_qthread`` does:
 ``thread.started → worker.work``, ``worker.finished → thread.quit`` and
 ``deleteLater`` on both. Cancellation goes through a ``threading.Event`` that
@@ -20,7 +20,7 @@ from typing import Any, Callable
 import shiboken6
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from tlstudio.core.errors import Cancelled
+from tlstudio.core.spec.errors import Cancelled
 
 _active: set["WorkerHandle"] = set()
 

@@ -1,7 +1,7 @@
 """The Data page: drop image folders, see the classes, the images, the problems and the split.
 
 Folders come from the drop zone or "Add folder…" and are scanned by
-:func:`tlstudio.core.dataset.scan_dataset` in a worker thread, with a progress
+:func:`tlstudio.core.data.dataset.scan_dataset` in a worker thread, with a progress
 bar. The recipe's data section changes only when a scan finds usable images, so
 dropping the wrong thing (a file, an empty folder, a folder of non-images) says
 what was wrong and keeps what was there. Any later change of the data section
@@ -38,9 +38,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.dataset import Dataset, scan_dataset
-from tlstudio.core.events import Message, Progress
-from tlstudio.core.recipe import DataSpec
+from tlstudio.core.data.dataset import Dataset, scan_dataset
+from tlstudio.core.spec.events import Message, Progress
+from tlstudio.core.spec.recipe import DataSpec
 from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import DropZone

@@ -1,7 +1,7 @@
 """The Evaluate page: how well a run's model does on images it did not train on, and why it fails.
 
 When a training ends (or a run folder is opened), a worker runs
-:func:`tlstudio.core.evaluation.evaluate_run` on the chosen split (validation,
+:func:`tlstudio.core.use.evaluation.evaluate_run` on the chosen split (validation,
 or test when the data has a ``test/`` folder) of the project's dataset for the
 run just trained, or of the run's folders for another; an evaluation already saved in
 the run folder is shown without predicting again. The "Results" tab shows the
@@ -37,9 +37,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core import evaluation as core_evaluation
-from tlstudio.core.errors import UserError
-from tlstudio.core.events import Progress
+from tlstudio.core.use import evaluation as core_evaluation
+from tlstudio.core.spec.errors import UserError
+from tlstudio.core.spec.events import Progress
 from tlstudio.gui import workers
 from tlstudio.gui.pages.explain_panel import ExplainPanel
 from tlstudio.gui.state import ProjectState
@@ -230,7 +230,7 @@ class EvaluatePage(QWidget):
             self.evaluate(result.run_dir)
 
     def _choose_run(self) -> None:
-        from tlstudio.core.paths import runs_dir
+        from tlstudio.core.spec.paths import runs_dir
 
         folder = QFileDialog.getExistingDirectory(self, "Open a run folder", str(runs_dir()))
         if folder:

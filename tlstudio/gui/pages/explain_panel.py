@@ -5,11 +5,11 @@ or a drop) and a tensor of the base with a spatial map (the cut tensor by
 default; the combo lists every spatial tensor of the base's catalogue and
 accepts a typed name) and, optionally, the class to explain instead of the
 predicted one. A worker loads the run's model once
-(:func:`tlstudio.core.predict.load_predictor`), then computes
-:func:`~tlstudio.core.gradcam.grad_cam` with its
-:func:`~tlstudio.core.gradcam.overlay`, and the
-:func:`~tlstudio.core.activations.activations` laid out by
-:func:`~tlstudio.core.activations.channel_grid`. A tensor without a spatial
+(:func:`tlstudio.core.use.predict.load_predictor`), then computes
+:func:`~tlstudio.core.use.gradcam.grad_cam` with its
+:func:`~tlstudio.core.use.gradcam.overlay`, and the
+:func:`~tlstudio.core.use.activations.activations` laid out by
+:func:`~tlstudio.core.use.activations.channel_grid`. A tensor without a spatial
 map, an unreadable image or a model that cannot be loaded reach the user
 through ``ProjectState.error`` with the engine's message.
 """
@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.errors import TensorNameError
+from tlstudio.core.spec.errors import TensorNameError
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import local_paths
@@ -81,8 +81,8 @@ class Explanation:
 
 
 def explainer_for(predictor: Any, source: str = "") -> Explainer:
-    """An :class:`Explainer` for a loaded :class:`~tlstudio.core.predict.Predictor`."""
-    from tlstudio.core import taps
+    """An :class:`Explainer` for a loaded :class:`~tlstudio.core.use.predict.Predictor`."""
+    from tlstudio.core.model import taps
 
     infos = taps.tensor_infos(predictor.model)
     spatial = tuple((info.name, info.shape) for info in infos[1:] if taps.is_spatial(info))
@@ -95,7 +95,7 @@ def explainer_for(predictor: Any, source: str = "") -> Explainer:
 
 def load_explainer(source: str, on_event=None, should_stop=None) -> Explainer:
     """Load a run folder or exported model for explaining (in a worker thread)."""
-    from tlstudio.core.predict import load_predictor
+    from tlstudio.core.use.predict import load_predictor
 
     return explainer_for(load_predictor(source), str(source))
 
@@ -105,9 +105,9 @@ def explain_image(
 ) -> Explanation:
     """Grad-CAM and activations of ``path`` at ``tensor`` (None: the default) for ``class_index``
     (None: the predicted class), in a worker thread."""
-    from tlstudio.core.activations import activations, channel_grid
-    from tlstudio.core.gradcam import grad_cam, overlay
-    from tlstudio.core.images import load_rgb
+    from tlstudio.core.use.activations import activations, channel_grid
+    from tlstudio.core.use.gradcam import grad_cam, overlay
+    from tlstudio.core.data.images import load_rgb
 
     image = load_rgb(path)
     model = explainer.predictor.model

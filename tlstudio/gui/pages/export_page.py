@@ -1,7 +1,7 @@
 """The Export page: write the trained model in the chosen formats and show the round-trip check.
 
 It exports the last run (``ProjectState.last_run``) or a run folder the user
-picks, with :func:`tlstudio.core.export.export_run` in a worker thread. Every
+picks, with :func:`tlstudio.core.use.export.export_run` in a worker thread. Every
 artifact is run on validation images after writing and compared with the
 in-app model; the table shows how closely each agrees. Problems with the
 destination (it exists, it is read-only, the disk is full) come from the
@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.events import Message, Progress
-from tlstudio.core.export import DEFAULT_FORMATS, FORMATS, ExportReport, export_run
+from tlstudio.core.spec.events import Message, Progress
+from tlstudio.core.use.export import DEFAULT_FORMATS, FORMATS, ExportReport, export_run
 from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.workers import WorkerHandle, run_in_thread
@@ -198,8 +198,8 @@ class ExportPage(QWidget):
             self.set_run(result.run_dir)
 
     def choose_run(self) -> None:
-        from tlstudio.core.paths import runs_dir
-        from tlstudio.core.runs import load_run
+        from tlstudio.core.spec.paths import runs_dir
+        from tlstudio.core.train.runs import load_run
 
         start = str(self.run_dir.parent if self.run_dir else runs_dir())
         folder = QFileDialog.getExistingDirectory(self, "Choose a run folder", start)

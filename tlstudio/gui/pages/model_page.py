@@ -47,9 +47,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.errors import RecipeError, TensorNameError, UserError, WeightsError
-from tlstudio.core.events import Progress
-from tlstudio.core.recipe import BaseSpec, HeadSpec
+from tlstudio.core.spec.errors import RecipeError, TensorNameError, UserError, WeightsError
+from tlstudio.core.spec.events import Progress
+from tlstudio.core.spec.recipe import BaseSpec, HeadSpec
 from tlstudio.gui import workers
 from tlstudio.gui.cut_comparison_dialog import CutComparisonDialog
 from tlstudio.gui.state import ProjectState
@@ -132,7 +132,7 @@ def build_summary(
     change the trainable flags of the base's layers (the cut shares them), so
     the flags are put back afterwards: the base model shown stays as it was.
     """
-    from tlstudio.core.classifier import build_classifier, unfreeze_for_fine_tuning
+    from tlstudio.core.model.classifier import build_classifier, unfreeze_for_fine_tuning
 
     saved = [(layer, layer.trainable) for layer in base._flatten_layers(include_self=True, recursive=True)]
     try:
@@ -165,12 +165,12 @@ def sample_image(state: ProjectState, size: int) -> np.ndarray:
     dataset = state.dataset
     if dataset is not None and dataset.train:
         try:
-            from tlstudio.core.images import load_rgb
+            from tlstudio.core.data.images import load_rgb
 
             return load_rgb(dataset.train[0].path)
         except UserError:
             pass
-    from tlstudio.core.samples import sample_image as generated
+    from tlstudio.core.data.samples import sample_image as generated
 
     return generated(0, np.random.default_rng(3), size=max(48, size))
 
@@ -586,7 +586,7 @@ class ModelPage(QWidget):
 
     def _weights_state(self) -> tuple[str, Any]:
         """("cached"|"bundled"|"missing"|"random"|"file", detail) for the recipe's base and weights."""
-        from tlstudio.core import backbones
+        from tlstudio.core.model import backbones
 
         base = self.state.recipe.base
         if base.name == "file":
@@ -631,7 +631,7 @@ class ModelPage(QWidget):
 
     def download_weights(self) -> None:
         """Fetch the official ImageNet weights for the chosen VGG, with progress; Cancel stops it."""
-        from tlstudio.core import backbones
+        from tlstudio.core.model import backbones
 
         base = self.state.recipe.base
         wf = backbones.weights_file(base.name, base.include_top)
@@ -646,7 +646,7 @@ class ModelPage(QWidget):
 
     def import_weights_file(self, path: str) -> None:
         """Identify ``path`` by its hash and copy it into the Keras cache (in a worker: files are large)."""
-        from tlstudio.core import backbones
+        from tlstudio.core.model import backbones
 
         def run(source: str, on_event, should_stop):
             return backbones.import_weights(source)
@@ -713,7 +713,7 @@ class ModelPage(QWidget):
 
     def load_base_model(self) -> None:
         """Build the recipe's base model in a worker (downloading weights if needed), then show it."""
-        from tlstudio.core import backbones
+        from tlstudio.core.model import backbones
 
         if self._build_job is not None:
             return
@@ -764,7 +764,7 @@ class ModelPage(QWidget):
             self._infos = {}
             self._shown_base = None
         else:
-            from tlstudio.core.tensors import catalogue
+            from tlstudio.core.model.tensors import catalogue
 
             self._shown_base = self._built_spec or self.state.recipe.base
             self._built_spec = None
@@ -823,7 +823,7 @@ class ModelPage(QWidget):
         model = self.state.base_model
         if model is None:
             return None
-        from tlstudio.core.tensors import default_cut_tensor
+        from tlstudio.core.model.tensors import default_cut_tensor
 
         try:
             return default_cut_tensor(model)
@@ -840,7 +840,7 @@ class ModelPage(QWidget):
         if model is None or not text.strip():
             self.cut_message.setText("")
             return None
-        from tlstudio.core.tensors import resolve_tensor
+        from tlstudio.core.model.tensors import resolve_tensor
 
         try:
             info = resolve_tensor(model, text.strip())
@@ -984,7 +984,7 @@ class ModelPage(QWidget):
             if self._summary_job is None:
                 QTimer.singleShot(1000, self._summary_timer.start)
             return
-        from tlstudio.core.backbones import preprocessing_mode
+        from tlstudio.core.model.backbones import preprocessing_mode
 
         recipe = self.state.recipe
         dataset = self.state.dataset
@@ -1053,8 +1053,8 @@ def _demo() -> None:
 
     from PySide6.QtWidgets import QApplication
 
-    from tlstudio.core.dataset import scan_dataset
-    from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+    from tlstudio.core.data.dataset import scan_dataset
+    from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
 
     app = QApplication.instance() or QApplication(sys.argv)
     state = ProjectState()

@@ -3,8 +3,8 @@
 The model is the last run by default, or a run folder or exported ``.keras``
 model the user chooses. Images come from a drop anywhere on the page (file
 URLs: images and folders, searched recursively), or "Add images…" / "Add
-folder…". A worker loads the model once (:func:`tlstudio.core.predict.load_predictor`)
-and classifies the files with :func:`tlstudio.core.predict.predict_files`;
+folder…". A worker loads the model once (:func:`tlstudio.core.use.predict.load_predictor`)
+and classifies the files with :func:`tlstudio.core.use.predict.predict_files`;
 each row shows the image and its top-k classes as bars. A file that cannot be
 read gets a row saying why, and the others still get their predictions.
 """
@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.events import Progress
+from tlstudio.core.spec.events import Progress
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import local_paths
@@ -64,7 +64,7 @@ def predict_with(source: str, predictor: Any, paths: Sequence[str], top_k: int, 
 
     Returns ``(predictor, predictions)`` so the page can keep the loaded model.
     """
-    from tlstudio.core.predict import load_predictor, predict_files
+    from tlstudio.core.use.predict import load_predictor, predict_files
 
     if predictor is None:
         predictor = load_predictor(source)
@@ -72,7 +72,7 @@ def predict_with(source: str, predictor: Any, paths: Sequence[str], top_k: int, 
 
 
 class PredictionBars(QStyledItemDelegate):
-    """Paints a :class:`~tlstudio.core.predict.Prediction`'s top classes as labelled bars, or its error."""
+    """Paints a :class:`~tlstudio.core.use.predict.Prediction`'s top classes as labelled bars, or its error."""
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
         prediction = index.data(PREDICTION_ROLE)
@@ -240,7 +240,7 @@ class PredictPage(QWidget):
         )
 
     def _choose_run(self) -> None:
-        from tlstudio.core.paths import runs_dir
+        from tlstudio.core.spec.paths import runs_dir
 
         folder = QFileDialog.getExistingDirectory(self, "Choose a run folder", str(runs_dir()))
         if folder:

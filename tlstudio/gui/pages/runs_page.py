@@ -1,6 +1,6 @@
 """The Runs page: every training run, its recipe and final metrics, and two runs' curves compared.
 
-Runs are read with :func:`tlstudio.core.runs.list_runs` (the runs folder in
+Runs are read with :func:`tlstudio.core.train.runs.list_runs` (the runs folder in
 the user's data directory, or another folder the user opens), newest first,
 in a worker. Each row sums up the recipe (base model, cut tensor, head,
 epochs) and the final metrics. Selecting one run shows its loss and accuracy
@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core import runs as core_runs
+from tlstudio.core.train import runs as core_runs
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.run_curves import RunCurves
@@ -80,8 +80,8 @@ def epochs_summary(run: core_runs.Run) -> str:
 
 
 def run_result(run: core_runs.Run) -> Any:
-    """The :class:`~tlstudio.core.training.RunResult` a training of this run would have returned."""
-    from tlstudio.core.training import RunResult
+    """The :class:`~tlstudio.core.train.training.RunResult` a training of this run would have returned."""
+    from tlstudio.core.train.training import RunResult
 
     metrics = dict(run.metrics)
     return RunResult(

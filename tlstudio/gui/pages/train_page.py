@@ -34,8 +34,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.errors import DataError, RecipeError
-from tlstudio.core.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
+from tlstudio.core.spec.errors import DataError, RecipeError
+from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.loss_plot import LossPlot
@@ -58,7 +58,7 @@ def run_training(
     weights (the result comes back, marked cancelled); ``should_stop`` is the
     worker's own flag (set when the window closes).
     """
-    from tlstudio.core import training
+    from tlstudio.core.train import training
 
     def check() -> bool:
         if not resume_flag.is_set() and not stop_flag.is_set():
@@ -83,7 +83,7 @@ def run_training(
 
 def detect_device(on_event=None, should_stop=None) -> str:
     """The engine's one-line device badge (imports TensorFlow, so it runs in a worker)."""
-    from tlstudio.core.devices import device_badge
+    from tlstudio.core.train.devices import device_badge
 
     return device_badge()
 
@@ -515,8 +515,8 @@ def _demo() -> None:
 
     from PySide6.QtWidgets import QApplication
 
-    from tlstudio.core.dataset import scan_dataset
-    from tlstudio.core.samples import make_sample_folders, make_tiny_vgg
+    from tlstudio.core.data.dataset import scan_dataset
+    from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
 
     os.environ.setdefault("TLSTUDIO_HOME", tempfile.mkdtemp(prefix="tlstudio-demo-"))
     app = QApplication.instance() or QApplication(sys.argv)

@@ -31,7 +31,7 @@ from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from tlstudio.core.events import BatchEnded, EpochEnded, PhaseStarted
+from tlstudio.core.spec.events import BatchEnded, EpochEnded, PhaseStarted
 
 REDRAW_INTERVAL_MS = 200
 SMOOTHING = 0.9

@@ -1,9 +1,9 @@
 """The mistakes browser: the evaluated images the model got wrong or was unsure of, worst first.
 
-It shows an :class:`~tlstudio.core.evaluation.Evaluation`'s records as rows
+It shows an :class:`~tlstudio.core.use.evaluation.Evaluation`'s records as rows
 (thumbnail and file name, true class, predicted class, probability of the
-prediction, loss), chosen by the engine: :func:`~tlstudio.core.evaluation.mistakes`
-by default, or :func:`~tlstudio.core.evaluation.cell_records` for one
+prediction, loss), chosen by the engine: :func:`~tlstudio.core.use.evaluation.mistakes`
+by default, or :func:`~tlstudio.core.use.evaluation.cell_records` for one
 confusion-matrix cell (:meth:`MistakesView.show_cell`, which the Evaluate page
 connects to the matrix's ``cell_clicked``). Thumbnails are decoded in the
 background by :class:`~tlstudio.gui.widgets.thumbnails.ThumbnailLoader`.
@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core import evaluation as core_evaluation
+from tlstudio.core.use import evaluation as core_evaluation
 from tlstudio.gui.widgets.thumbnails import ThumbnailLoader
 
 THUMBNAIL = 56

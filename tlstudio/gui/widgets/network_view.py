@@ -281,7 +281,7 @@ class NetworkView(QWidget):
 
 def _vgg16_catalogue() -> list:
     """VGG16's tensors without the top at 224 px, written out without building the model."""
-    from tlstudio.core.tensors import TensorInfo
+    from tlstudio.core.model.tensors import TensorInfo
 
     infos = [TensorInfo(
         "input_layer:0", "input_layer", "InputLayer", (None, 224, 224, 3), 0, 0, 1, 1, False,

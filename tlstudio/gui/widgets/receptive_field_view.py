@@ -159,7 +159,7 @@ class ReceptiveFieldView(QWidget):
 
 
 def _demo() -> None:
-    from tlstudio.core.samples import sample_image
+    from tlstudio.core.data.samples import sample_image
     from tlstudio.gui.widgets.demo import demo_app, show_demo
 
     demo_app()

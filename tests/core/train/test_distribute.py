@@ -1,0 +1,140 @@
+"""Strategies and the training steps: several replicas train as one device does.
+
+Two logical CPU devices stand in for two GPUs. They must be configured before
+TensorFlow initialises its devices, which the test process did long ago, so
+that part runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tlstudio.core.train import distribute
+from tlstudio.core.spec.errors import TrainingError
+
+_MIRRORED = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    from tlstudio.core.train import runs, training
+    from tlstudio.core.spec.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec
+    from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
+
+    root = make_sample_folders(sys.argv[1])
+
+    def run(batch_size, strategy, head, **settings):
+        recipe = Recipe(
+            data=DataSpec(folders=(str(root),)),
+            base=BaseSpec(name="vgg16", weights="none", input_size=32),
+            head=head,
+            training=TrainSpec(epochs=3, batch_size=batch_size, learning_rate=1e-2, early_stopping_patience=0,
+                               **settings),
+        )
+        result = training.train(recipe, base_model=make_tiny_vgg(), strategy=strategy)
+        return {"history": result.history, "metrics": result.metrics, "run_dir": str(result.run_dir)}
+
+    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    plain = HeadSpec(batch_norm=False)
+    print(json.dumps({
+        "one": run(8, None, plain),
+        "two": run(4, two, plain),
+        "steps": [training.distribute.steps_per_epoch(n, 8, two) for n in (30, 32, 33)],
+        "tuned": run(4, two, HeadSpec(), augmentation=True, fine_tune_epochs=1, fine_tune_layers=2,
+                     class_weights=True, finalize_batch_norm=True),
+    }))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory):
+    """Runs on one device (batch 8) and on two replicas (batch 4 each), in one subprocess."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MIRRORED, str(tmp_path_factory.mktemp("data") / "images")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_two_replicas_train_as_one_device_with_the_same_global_batch(mirrored):
+    one, two = mirrored["one"]["history"], mirrored["two"]["history"]
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    assert mirrored["two"]["metrics"]["val_accuracy"] == pytest.approx(mirrored["one"]["metrics"]["val_accuracy"])
+
+
+def test_two_replicas_fine_tune_with_augmentation_and_batch_norm(mirrored):
+    tuned = mirrored["tuned"]
+    assert len(tuned["history"]["loss"]) == 4
+    assert all(np.isfinite(value) for values in tuned["history"].values() for value in values)
+    assert tuned["history"]["learning_rate"][-1] == pytest.approx(1e-3)
+
+
+def test_a_last_batch_too_small_for_every_replica_is_left_out(mirrored):
+    assert mirrored["steps"] == [4, 4, 4]
+    assert distribute.steps_per_epoch(33, 8, tf.distribute.get_strategy()) == 5
+
+
+def test_one_device_is_the_default_strategy():
+    strategy = distribute.training_strategy()
+    assert distribute.replicas(strategy) == 1
+    assert distribute.is_chief(strategy)
+    assert not distribute.is_multi_worker(strategy)
+    assert distribute.agree(strategy, True) and not distribute.agree(strategy, False)
+
+
+def test_out_of_memory_stops_with_a_smaller_batch_size():
+    with pytest.raises(TrainingError, match=r"ran out of memory with batch size 32.*Try batch size 16 \(--batch-size 16\)"):
+        with distribute.device_faults(tf.distribute.get_strategy(), 32):
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+
+def test_lost_workers_are_only_translated_across_machines():
+    with pytest.raises(tf.errors.UnavailableError):
+        with distribute.device_faults(tf.distribute.get_strategy(), 8):
+            raise tf.errors.UnavailableError(None, None, "socket closed")
+
+
+def test_mixed_precision_models_get_loss_scaling():
+    inputs = keras.Input((4,))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    assert not isinstance(distribute.with_loss_scaling(keras.optimizers.SGD(0.1), plain),
+                          keras.optimizers.LossScaleOptimizer)
+    inputs = keras.Input((4,))
+    mixed = keras.Model(inputs, keras.layers.Dense(2, dtype="mixed_float16")(inputs))
+    assert isinstance(distribute.with_loss_scaling(keras.optimizers.SGD(0.1), mixed),
+                      keras.optimizers.LossScaleOptimizer)
+
+
+def test_training_steps_weigh_classes_and_average_over_the_batch():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    strategy = tf.distribute.get_strategy()
+    steps = distribute.TrainingSteps(strategy, model, keras.optimizers.SGD(0.0), class_weights=[1.0, 3.0])
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 1], dtype=np.int32)
+    data = steps.distribute(tf.data.Dataset.from_tensor_slices((x, y)).batch(5), 5)
+    batch = next(iter(data))
+    loss_sum, correct, count = steps.train(batch)
+    probabilities = model.predict(x, verbose=0)
+    per_image = -np.log(probabilities[np.arange(5), y])
+    assert count == 5
+    assert loss_sum == pytest.approx(float((per_image * np.where(y == 1, 3.0, 1.0)).sum()), rel=1e-5)
+    assert correct == float((probabilities.argmax(axis=1) == y).sum())
+    assert steps.evaluate(batch)[0] == pytest.approx(float(per_image.sum()), rel=1e-5)
