@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from tlstudio import cli
+from tlstudio.cli import common
 from tlstudio.core.data.feature_cache import FeatureCache, FeatureSetKey
 
 
@@ -36,5 +37,5 @@ def test_status_lists_the_sets_and_clear_empties_them(tmp_path, capsys):
 
 def test_a_bad_size_limit_is_a_user_error(monkeypatch, capsys):
     monkeypatch.setenv("TLSTUDIO_FEATURE_CACHE_MB", "big")
-    assert cli.main(["cache", "status"]) == cli.EXIT_USER_ERROR
+    assert cli.main(["cache", "status"]) == common.EXIT_USER_ERROR
     assert "TLSTUDIO_FEATURE_CACHE_MB" in capsys.readouterr().err

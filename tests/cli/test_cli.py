@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tlstudio import cli
-from tlstudio.cli_progress import ProgressRenderer, format_bar, format_duration
+from tlstudio.cli import data as cli_data
+from tlstudio.cli import entry
+from tlstudio.cli.progress import ProgressRenderer, format_bar, format_duration
 from tlstudio.core.spec.errors import Cancelled
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
 from tlstudio.core.data.samples import make_sample_folders
@@ -165,7 +167,7 @@ def test_cancel_exits_130(tmp_path, monkeypatch, capsys):
         raise Cancelled("stopped")
 
     for handler in (interrupted, cancelled):
-        monkeypatch.setattr(cli, "_cmd_data", handler)
+        monkeypatch.setattr(cli_data, "_cmd_data", handler)
         assert cli.main(["data", str(tmp_path)]) == 130
         err = capsys.readouterr().err
         assert "cancelled" in err and "Traceback" not in err
@@ -173,7 +175,7 @@ def test_cancel_exits_130(tmp_path, monkeypatch, capsys):
 
 def test_first_ctrl_c_asks_to_stop_and_the_second_aborts():
     stream = io.StringIO()
-    with cli._stop_on_interrupt(ProgressRenderer(stream, tty=False)) as should_stop:
+    with entry._stop_on_interrupt(ProgressRenderer(stream, tty=False)) as should_stop:
         assert not should_stop()
         os.kill(os.getpid(), signal.SIGINT)
         assert should_stop()

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tlstudio import cli
+from tlstudio.cli import common
 from tlstudio.core.train import devices, doctor
 from tlstudio.core.train.devices import DeviceInfo
 from tlstudio.core.train.doctor import DriverInfo
@@ -21,7 +22,7 @@ def cuda_build_without_driver(monkeypatch):
 
 
 def test_doctor_prints_the_report(capsys):
-    assert cli.main(["doctor"]) == cli.EXIT_OK
+    assert cli.main(["doctor"]) == common.EXIT_OK
     out = capsys.readouterr().out
     assert "TensorFlow build: CUDA 12.5.1, cuDNN 9" in out
     assert "CPU: Intel Xeon" in out
@@ -29,7 +30,7 @@ def test_doctor_prints_the_report(capsys):
 
 
 def test_doctor_json(capsys):
-    assert cli.main(["doctor", "--json"]) == cli.EXIT_OK
+    assert cli.main(["doctor", "--json"]) == common.EXIT_OK
     body = json.loads(capsys.readouterr().out)
     assert body["uses_gpu"] is False
     assert body["cuda_version"] == "12.5.1"
@@ -37,5 +38,5 @@ def test_doctor_json(capsys):
 
 
 def test_doctor_is_listed_in_help(capsys):
-    assert cli.main(["--help"]) == cli.EXIT_OK
+    assert cli.main(["--help"]) == common.EXIT_OK
     assert "doctor" in capsys.readouterr().out

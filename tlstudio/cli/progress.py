@@ -15,7 +15,14 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from tlstudio.core.spec.events import BatchEnded, EpochEnded, Event, Message, PhaseStarted, Progress
+from tlstudio.core.spec.events import (
+    BatchEnded,
+    EpochEnded,
+    Event,
+    Message,
+    PhaseStarted,
+    Progress,
+)
 
 REDRAW_INTERVAL_S = 0.1
 BAR_WIDTH = 24
@@ -51,7 +58,11 @@ def format_metrics(metrics: dict[str, float]) -> str:
     for key, label in _METRIC_LABELS:
         if key in metrics:
             value = metrics[key]
-            parts.append(f"{label} {value:.2e}" if key == "learning_rate" else f"{label} {value:.4f}")
+            parts.append(
+                f"{label} {value:.2e}"
+                if key == "learning_rate"
+                else f"{label} {value:.4f}"
+            )
     return "  ".join(parts)
 
 
@@ -98,7 +109,9 @@ class ProgressRenderer:
             self._batch(event)
         elif isinstance(event, EpochEnded):
             self._drop_live()
-            self.line(f"{event.phase} epoch {self._epoch_label(event.epoch)}  {format_metrics(event.metrics)}")
+            self.line(
+                f"{event.phase} epoch {self._epoch_label(event.epoch)}  {format_metrics(event.metrics)}"
+            )
 
     def line(self, text: str) -> None:
         """Write a permanent line, above the live bar when there is one."""
@@ -152,7 +165,9 @@ class ProgressRenderer:
     def _progress_text(self, event: Progress, bar: bool = True) -> str:
         if event.total:
             fraction = event.done / event.total
-            counts = f"{_count(event.task, event.done)}/{_count(event.task, event.total)}"
+            counts = (
+                f"{_count(event.task, event.done)}/{_count(event.task, event.total)}"
+            )
             text = f"{event.task} {format_bar(fraction) + ' ' if bar else ''}{fraction:4.0%} {counts}"
         else:
             text = f"{event.task} {_count(event.task, event.done)}"
