@@ -151,7 +151,7 @@ def add_export(commands: Any, common: argparse.ArgumentParser) -> None:
         help="keras, savedmodel, tflite, tflite-int8, onnx (default: all but tflite-int8)",
     )
     sub.add_argument(
-        "--overwrite", action="store_true", help="replace an existing destination"
+        "--overwrite", action="store_true", help="replace an earlier TL Studio export at the destination (other folders are never replaced)"
     )
     sub.add_argument(
         "--json", action="store_true", help="print the export report as JSON"
