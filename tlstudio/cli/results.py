@@ -110,7 +110,8 @@ def _write_predictions_csv(predictions: Sequence[Any], path: str, top_k: int) ->
         for kind in ("label", "probability")
     ]
     try:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        # surrogateescape writes a file name that is not valid UTF-8 back as its own bytes.
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(header + ["error"])
             for p in predictions:
