@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from tlstudio.core.spec import paths
 from tlstudio.core.model.lite0_weights import bundled_weights_path
+from tlstudio.core.model.model_files import check_keras_version, check_model_file
 from tlstudio.core.spec.errors import Cancelled, ModelFileError, RecipeError, WeightsError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import BaseSpec
@@ -319,8 +320,9 @@ def import_weights(path: str | os.PathLike[str]) -> Path:
 def load_user_model(path: str | os.PathLike[str]) -> "keras.Model":
     """Load the user's own ``.keras`` or ``.h5`` model in Keras' safe mode.
 
-    A model that needs arbitrary Python to load (a ``Lambda`` layer holding a
-    lambda) is refused rather than run.
+    A model whose config holds a ``Lambda``, a ``TFSMLayer`` or an unknown
+    custom object is refused before Keras reads it
+    (:func:`~tlstudio.core.model.model_files.check_model_file`).
     """
     import keras
 
@@ -343,6 +345,8 @@ def load_user_model(path: str | os.PathLike[str]) -> "keras.Model":
             f"{str(source)!r} is not a Keras model file. Expected a .keras file (or a legacy .h5). "
             f"Received: a file ending in {source.suffix or 'no extension'!r}."
         )
+    check_keras_version()
+    check_model_file(source)
     try:
         model = keras.saving.load_model(source, safe_mode=True, compile=False)
     except Exception as error:
