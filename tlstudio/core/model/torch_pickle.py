@@ -240,6 +240,9 @@ class _PlainUnpickler(_StateDictUnpickler):
             "Pickle files can run code, so TL Studio refuses to load it."
         )
 
+    def persistent_load(self, saved_id: Any) -> Any:
+        raise ValueError("a storage where only plain values belong")
+
 
 def _plain_load(file: BinaryIO, source: str) -> Any:
     return _PlainUnpickler(file, source, 0).load()
