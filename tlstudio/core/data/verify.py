@@ -20,6 +20,19 @@ from tlstudio.core.spec.errors import Cancelled, ImageError
 from tlstudio.core.spec.events import OnEvent, Progress, ShouldStop, ignore_event, never_stop
 
 
+def read_summary(classified: int, unreadable: int, verb: str = "classified") -> str:
+    """The one-line count users see after evaluating or predicting: "4 classified, 2 could not be read"."""
+    if not unreadable:
+        return f"{classified} {verb}"
+    return f"{classified} {verb}, {unreadable} could not be read"
+
+
+def name_some(paths: list[str], limit: int = 3) -> str:
+    """The first ``limit`` paths, joined, with "and N more" for the rest."""
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """What a full decode found: how many images were checked, the bad ones, and the dataset without them."""
