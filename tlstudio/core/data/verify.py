@@ -20,6 +20,23 @@ from tlstudio.core.spec.errors import Cancelled, ImageError
 from tlstudio.core.spec.events import OnEvent, Progress, ShouldStop, ignore_event, never_stop
 
 
+_SUSPICIOUS_REASONS = ("truncated or corrupt", "empty file", "cannot read")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def suspicious_files(dataset: Dataset) -> tuple[SkippedFile, ...]:
+    """Skipped files that look like damaged images: a hint that others, whose headers passed, may be damaged too.
+
+    Damaged headers, empty or unreadable files, and files named as images that
+    are not images. The Data page offers :func:`verify_images` when there are any.
+    """
+    return tuple(
+        entry for entry in dataset.skipped
+        if entry.reason.startswith(_SUSPICIOUS_REASONS)
+        or (entry.reason == "not an image" and entry.path.lower().endswith(_IMAGE_SUFFIXES))
+    )
+
+
 def read_summary(classified: int, unreadable: int, verb: str = "classified") -> str:
     """The one-line count users see after evaluating or predicting: "4 classified, 2 could not be read"."""
     if not unreadable:
