@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import os
 import shutil
 import socket
@@ -205,11 +206,19 @@ def _download(
                     if should_stop():
                         raise Cancelled()
                     try:
-                        chunk = response.read1(CHUNK_BYTES)
-                    except (socket.timeout, OSError) as error:
-                        raise _FetchFailed(f"the download from {url} broke off after {done} bytes ({error})") from None
+                        chunk = response.read1(min(CHUNK_BYTES, wf.size_bytes - done + 1))
+                    except (socket.timeout, OSError, http.client.HTTPException) as error:
+                        raise _FetchFailed(
+                            f"the transfer from {url} broke off after {done} of {wf.size_bytes} bytes ({error}); "
+                            "try again, or download the file yourself"
+                        ) from None
                     if not chunk:
                         break
+                    if done + len(chunk) > wf.size_bytes:
+                        raise _FetchFailed(
+                            f"{url} sent more than the expected {wf.size_bytes} bytes; the download was stopped "
+                            "(the server holds a different file)"
+                        )
                     try:
                         file.write(chunk)
                     except OSError as error:
@@ -217,6 +226,13 @@ def _download(
                     digest.update(chunk)
                     done += len(chunk)
                     on_event(Progress("download", done, total, wf.filename))
+                file.flush()
+                os.fsync(file.fileno())
+            if done != wf.size_bytes:
+                raise _FetchFailed(
+                    f"the transfer from {url} broke off: {done} of {wf.size_bytes} bytes arrived; "
+                    "try again, or download the file yourself"
+                )
             if digest.hexdigest() != wf.md5:
                 raise _FetchFailed(
                     f"the file from {url} has md5 {digest.hexdigest()} ({done} bytes), expected {wf.md5} "
