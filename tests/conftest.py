@@ -52,3 +52,21 @@ def tiny_vgg_file(tmp_path) -> Path:
     path = tmp_path / "tiny_vgg.keras"
     make_tiny_vgg().save(path)
     return path
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 1 MiB tmpfs to fill up (skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)

@@ -17,6 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run the self-test for ``--self-test``, else run the command it names;
     return the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    from tlstudio.core.model.model_files import KerasVersionError, check_keras_version
+
+    try:
+        check_keras_version()
+    except KerasVersionError as error:
+        sys.stderr.write(f"tlstudio: error: {error}\n")
+        return 2
     if arguments[:1] == ["--self-test"]:
         from tlstudio.self_test import main as self_test_main
 

@@ -35,6 +35,8 @@ class _Server(http.server.ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
         self.delay = 0.0  # seconds between 16 KiB pieces: a slow server
+        self.claimed_length: int | None = None  # a Content-Length that lies
+        self.endless = False  # keep sending after the body
 
     @property
     def base_url(self) -> str:
@@ -50,13 +52,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        if not server.endless:
+            self.send_header("Content-Length", str(server.claimed_length or len(body)))
         self.end_headers()
         try:
             for start in range(0, len(body), 16384):
                 self.wfile.write(body[start:start + 16384])
                 self.wfile.flush()
                 time.sleep(server.delay)
+            while server.endless:
+                self.wfile.write(b"\0" * 16384)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -255,3 +260,29 @@ def test_import_recognises_a_file_by_its_hash(monkeypatch, tmp_path):
     other.write_bytes(PAYLOAD[:-1] + b"x")
     with pytest.raises(WeightsError, match="none of the official"):
         import_weights(other)
+
+
+def test_a_transfer_that_breaks_off_is_reported_and_leaves_nothing(server):
+    server.files[FILENAME] = PAYLOAD[: len(PAYLOAD) // 2]
+    server.claimed_length = len(PAYLOAD)
+    wf = _fake(f"{server.base_url}/{FILENAME}")
+    with pytest.raises(WeightsError, match="broke off"):
+        resolve_weights(wf)
+    assert not (paths.keras_models_dir() / FILENAME).exists() and _leftovers() == []
+
+
+def test_a_short_file_is_a_broken_transfer(server):
+    server.files[FILENAME] = PAYLOAD[:1000]
+    wf = _fake(f"{server.base_url}/{FILENAME}")
+    with pytest.raises(WeightsError, match="1000 of 600000 bytes arrived"):
+        resolve_weights(wf)
+    assert _leftovers() == []
+
+
+def test_an_endless_download_stops_at_the_expected_size(server):
+    server.files[FILENAME] = PAYLOAD
+    server.endless = True
+    wf = _fake(f"{server.base_url}/{FILENAME}")
+    with pytest.raises(WeightsError, match="more than the expected 600000 bytes"):
+        resolve_weights(wf)
+    assert not (paths.keras_models_dir() / FILENAME).exists() and _leftovers() == []

@@ -51,7 +51,8 @@ def add_data(commands: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_data(
     args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop
 ) -> int:
-    from tlstudio.core.data.dataset import scan_dataset, verify_dataset
+    from tlstudio.core.data.dataset import scan_dataset
+    from tlstudio.core.data.verify import verify_dataset
 
     dataset = scan_dataset(
         args.folders,

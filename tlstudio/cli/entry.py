@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _print_any_file_name()
     try:
         args = build_parser().parse_args(arguments)
         progress = ProgressRenderer(quiet=args.quiet)
@@ -111,6 +112,13 @@ def _exit_code(code: Any) -> int:
     if code is None:
         return EXIT_OK
     return code if isinstance(code, int) else EXIT_FAILED
+
+
+def _print_any_file_name() -> None:
+    """Let file names that are not valid UTF-8 print (escaped) instead of raising UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _silence_stdout() -> None:

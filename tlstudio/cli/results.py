@@ -64,7 +64,7 @@ def _cmd_predict(
         load_tensorflow(
             args
         )  # a missing path is reported by load_predictor, without TensorFlow
-    from tlstudio.core.use.predict import load_predictor, predict_files
+    from tlstudio.core.use.predict import load_predictor, predict_files, summary_line
 
     predictor = load_predictor(args.model)
     predictions = predict_files(
@@ -97,9 +97,8 @@ def _cmd_predict(
             guesses = "  ".join(f"{label} {score:.1%}" for label, score in p.top)
             rows.append([p.path, f"error: {p.error}" if p.error else guesses])
         print_table(["file", "prediction"], rows)
-    failed = sum(1 for p in predictions if p.error)
-    if failed:
-        progress.line(f"{failed} of {len(predictions)} files could not be classified.")
+    if any(p.error for p in predictions):
+        progress.line(summary_line(predictions) + ".")
     return EXIT_OK
 
 
@@ -110,7 +109,8 @@ def _write_predictions_csv(predictions: Sequence[Any], path: str, top_k: int) ->
         for kind in ("label", "probability")
     ]
     try:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        # surrogateescape writes a file name that is not valid UTF-8 back as its own bytes.
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(header + ["error"])
             for p in predictions:
@@ -151,7 +151,7 @@ def add_export(commands: Any, common: argparse.ArgumentParser) -> None:
         help="keras, savedmodel, tflite, tflite-int8, onnx (default: all but tflite-int8)",
     )
     sub.add_argument(
-        "--overwrite", action="store_true", help="replace an existing destination"
+        "--overwrite", action="store_true", help="replace an earlier TL Studio export at the destination (other folders are never replaced)"
     )
     sub.add_argument(
         "--json", action="store_true", help="print the export report as JSON"
@@ -307,6 +307,7 @@ def _cmd_evaluate(
         args.run
     )  # a folder that is not a run is reported before TensorFlow loads
     load_tensorflow(args)
+    from tlstudio.core.data.verify import read_summary
     from tlstudio.core.use.evaluation import EVALUATION_FILE, evaluate_run, mistakes
 
     result = evaluate_run(
@@ -382,6 +383,8 @@ def _cmd_evaluate(
         )
     for skipped in result.skipped:
         progress.line(f"Skipped {skipped.path}: {skipped.reason}")
+    if result.skipped:
+        progress.line(read_summary(result.images, len(result.skipped)) + ".")
     print(f"\nSaved to {Path(result.run) / EVALUATION_FILE}")
     return EXIT_OK
 

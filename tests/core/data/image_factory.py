@@ -155,11 +155,11 @@ def deny_reading(monkeypatch, images_module, name: str) -> None:
     Tests run as root, where ``chmod 000`` does not stop reading; this gives
     the same error the operating system would.
     """
-    real_open = open
+    real_open = images_module._open_file
 
-    def guarded_open(path, *args, **kwargs):
+    def guarded_open(path):
         if os.path.basename(str(path)) == name:
             raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
+        return real_open(path)
 
-    monkeypatch.setattr(images_module, "open", guarded_open, raising=False)
+    monkeypatch.setattr(images_module, "_open_file", guarded_open)

@@ -19,8 +19,8 @@ from tlstudio.core.data.dataset import (
     SkippedFile,
     scan_data_spec,
     scan_dataset,
-    verify_dataset,
 )
+from tlstudio.core.data.verify import verify_dataset
 from tlstudio.core.spec.errors import Cancelled, DataError
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.data.images import load_rgb
@@ -313,7 +313,7 @@ def test_verify_reports_progress_renumbers_labels_and_can_be_cancelled(tmp_path)
     assert verified.empty_classes == ("aa_bad",)
     assert {item.label for item in (*verified.train, *verified.val)} == {0, 1}
     assert all(verified.classes[i.label] in i.path for i in (*verified.train, *verified.val))
-    assert events[-1] == Progress("verify", 7, 7, "1 unusable")
+    assert events[-1] == Progress("verify", 7, 7, "1 could not be read")
     assert verify_dataset(verified) is verified
     with pytest.raises(Cancelled):
         verify_dataset(dataset, should_stop=lambda: True)

@@ -135,18 +135,22 @@ def test_the_key_ignores_layer_names_and_another_head(image_root):
     assert (key.input_size, key.preprocessing, key.pooling) == (32, "caffe", "GlobalAveragePooling2D")
 
 
-def test_unchanged_files_are_not_hashed_again(image_root, tiny_vgg, monkeypatch):
+def test_a_file_rewritten_with_the_same_size_and_mtime_is_extracted_again(image_root, tiny_vgg):
     items = _items(image_root)
-    for item in items:
-        os.utime(item.path, (1_000_000_000, 1_000_000_000))
     frozen = _frozen(tiny_vgg)
     cache = FeatureCache()
     cache.features(_key(frozen), items, _Counter(frozen))
-    hashed = []
-    original = feature_cache.content_hash
-    monkeypatch.setattr(feature_cache, "content_hash", lambda path: hashed.append(path) or original(path))
-    _, use = cache.features(_key(frozen), items, _Counter(frozen))
-    assert use.from_cache == len(items) and hashed == []
+    target = items[0].path
+    stat = os.stat(target)
+    Image.new("RGB", (32, 32), (7, 99, 201)).save(target, format="PNG")
+    with open(target, "r+b") as handle:
+        handle.truncate(stat.st_size)  # same size as before (padding after the PNG's end is ignored)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (os.stat(target).st_size, os.stat(target).st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    extract = _Counter(frozen)
+    values, use = cache.features(_key(frozen), items, extract)
+    assert extract.total == 1 and use.from_cache == len(items) - 1
+    np.testing.assert_allclose(values[0], _Counter(frozen)([items[0]])[0], rtol=1e-5, atol=1e-6)
 
 
 def test_least_recently_used_sets_are_evicted_over_the_limit(image_root, tiny_vgg):
@@ -242,7 +246,7 @@ def test_a_failed_write_leaves_no_partial_shard(image_root, tiny_vgg, monkeypatc
 
     monkeypatch.setattr(feature_cache.os, "replace", fail)
     values, use = cache.features(_key(frozen), items, _Counter(frozen))
-    assert values.shape == (len(items), 8) and not use.stored and "No space left" in use.note
+    assert values.shape == (len(items), 8) and not use.stored and "disk is full" in use.note
     monkeypatch.undo()
     assert list((cache.root / _key(frozen).digest).iterdir()) == []
     assert cache.status().entries == 0

@@ -68,7 +68,7 @@ def test_invalid_values_name_what_was_received(make, fragment):
 def test_unknown_setting_is_reported_with_the_known_ones(tmp_path):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"tlstudio_project": 1, "head": {"batchnorm": True}}))
-    with pytest.raises(RecipeError, match="unknown settings \\['batchnorm'\\]"):
+    with pytest.raises(RecipeError, match="head.batchnorm: unknown setting \\(did you mean 'batch_norm'\\?\\)"):
         load_project(path)
 
 

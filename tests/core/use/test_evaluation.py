@@ -239,3 +239,38 @@ def test_data_with_classes_the_model_does_not_know_is_refused(run_dir, tmp_path)
     more = write_run(tmp_path / "more_run", DataSpec(folders=(str(data),)), runs.load_run(run_dir).load_model())
     with pytest.raises(DataError, match="not trained on: triangles"):
         ev.evaluate_run(more)
+
+
+def corrupt_png_data(path: Path) -> None:
+    """Damage the pixel data of a PNG but not its header: the header-only scan still accepts it."""
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"IDAT") + 4
+    for offset in range(start + 2, min(start + 40, len(raw) - 12)):
+        raw[offset] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def test_corrupt_pixel_data_vanished_files_and_fifos_are_counted_and_named(run_dir, tmp_path):
+    import os
+
+    from tlstudio.core.data import images
+    from tlstudio.core.spec.events import Message
+
+    data = tmp_path / "data"
+    shutil.copytree(run_dir.parent / "data", data)
+    corrupt = data / "val" / "squares" / "squares_000.png"
+    corrupt_png_data(corrupt)
+    images.probe_image(corrupt)
+    dataset = scan_dataset([data])
+    vanished = data / "val" / "stripes" / "stripes_000.png"
+    vanished.unlink()
+    fifo = data / "val" / "circles" / "circles_000.png"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    events = []
+    copy = write_run(tmp_path / "run", DataSpec(folders=(str(data),)), runs.load_run(run_dir).load_model())
+    result = ev.evaluate_run(copy, dataset=dataset, save=False, on_event=events.append)
+    assert result.images == 6
+    assert sorted(s.path for s in result.skipped) == sorted(map(str, (corrupt, vanished, fifo)))
+    messages = [e.text for e in events if isinstance(e, Message)]
+    assert any(m.startswith("6 classified, 3 could not be read; left out:") and str(corrupt) in m for m in messages)

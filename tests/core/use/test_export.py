@@ -153,16 +153,54 @@ def test_unknown_format_is_refused(run_dir, tmp_path):
 
 def test_existing_destination_needs_overwrite(run_dir, tmp_path):
     destination = tmp_path / "dest"
-    destination.mkdir()
-    (destination / "keep.txt").write_text("mine")
+    export_run(run_dir, destination, formats=("keras",))
     with pytest.raises(ExportError, match="already exists"):
         export_run(run_dir, destination, formats=("keras",))
-    assert [p.name for p in destination.iterdir()] == ["keep.txt"]
 
     report = export_run(run_dir, destination, formats=("keras",), overwrite=True)
-    assert not (destination / "keep.txt").exists()
     assert report.artifacts["keras"].is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["dest"]
+
+
+def test_overwrite_never_replaces_a_folder_of_documents(run_dir, tmp_path):
+    destination = tmp_path / "documents"
+    destination.mkdir()
+    (destination / "thesis.docx").write_text("mine")
+    with pytest.raises(ExportError, match="not an earlier TL Studio export.*--overwrite"):
+        export_run(run_dir, destination, formats=("keras",), overwrite=True)
+    assert [p.name for p in destination.iterdir()] == ["thesis.docx"]
+
+
+def test_overwrite_never_replaces_the_run_folder_or_the_current_directory(run_dir, tmp_path, monkeypatch):
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(ExportError, match="must not be replaced"):
+        export_run(run_dir, run_dir, formats=("keras",), overwrite=True)
+    with pytest.raises(ExportError, match="must not be replaced"):
+        export_run(run_dir, run_dir.parent, formats=("keras",), overwrite=True)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    work = tmp_path / "cwd"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    with pytest.raises(ExportError, match="must not be replaced"):
+        export_run(run_dir, ".", formats=("keras",), overwrite=True)
+    assert (work / "notes.txt").read_text() == "mine"
+
+
+def test_an_export_with_a_user_file_added_is_not_replaced(run_dir, tmp_path):
+    destination = tmp_path / "dest"
+    export_run(run_dir, destination, formats=("keras",))
+    (destination / "my_notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="my_notes.txt"):
+        export_run(run_dir, destination, formats=("keras",), overwrite=True)
+    assert (destination / "my_notes.txt").read_text() == "mine"
+
+
+def test_an_empty_folder_is_used(run_dir, tmp_path):
+    destination = tmp_path / "empty"
+    destination.mkdir()
+    report = export_run(run_dir, destination, formats=("keras",))
+    assert report.artifacts["keras"].is_file()
 
 
 def leftovers(parent: Path) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tlstudio.core.spec.errors import Cancelled, ModelFileError, UserError
-from tlstudio.core.spec.events import Progress
+from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.use.predict import Prediction, load_predictor, predict_files
 from tlstudio.core.spec.recipe import BaseSpec, DataSpec, Recipe, save_project
 from tlstudio.core.data.samples import SAMPLE_CLASSES
@@ -85,7 +85,7 @@ def test_folder_with_a_corrupt_file(run_dir, mixed_folder):
     good = [r for r in results if not r.error]
     assert len(good) == 13
     assert all(len(r.top) == 3 and abs(sum(p for _, p in r.top) - 1) < 1e-4 for r in good)
-    assert all(isinstance(e, Progress) and e.task == "predict" for e in events)
+    assert all(isinstance(e, Progress) and e.task == "predict" for e in events if not isinstance(e, Message))
     assert events[-1].done == events[-1].total == len(results)
 
 
@@ -128,3 +128,25 @@ def test_bad_model_paths(tmp_path):
 def test_top_k_must_be_positive(run_dir, image_root):
     with pytest.raises(UserError, match="top_k"):
         predict_files(load_predictor(run_dir), [image_root], top_k=0)
+
+
+def test_unreadable_files_are_counted_named_and_summarised(run_dir, image_root):
+    import os
+
+    from tlstudio.core.spec.events import Message
+    from tlstudio.core.use.predict import summary_line
+
+    folder = image_root / "circles"
+    raw = bytearray((folder / "circles_001.png").read_bytes())
+    start = raw.index(b"IDAT") + 6
+    raw[start:start + 30] = bytes(b ^ 0x5A for b in raw[start:start + 30])
+    (folder / "corrupt.png").write_bytes(bytes(raw))
+    os.mkfifo(folder / "pipe.png")
+    events = []
+    predictions = predict_files(load_predictor(run_dir), [folder / "corrupt.png", folder / "pipe.png",
+                                                          folder / "circles_002.png", folder / "gone.png"],
+                                on_event=events.append)
+    assert [bool(p.error) for p in predictions] == [True, True, False, True]
+    assert summary_line(predictions) == "1 classified, 3 could not be read"
+    warning = [e.text for e in events if isinstance(e, Message)][0]
+    assert warning.startswith("1 classified, 3 could not be read; left out:") and "corrupt.png" in warning

@@ -11,9 +11,10 @@ Three folder layouts are accepted:
 * ``folder-per-class`` — several folders, each one class named after the
   folder, or a single folder that directly contains images (one class).
 
-Images nested deeper inside a class folder belong to that class. The scan
+Images nested deeper inside a class folder belong to that class. Walking the
+folders safely is :mod:`tlstudio.core.data.scanning`'s job. The scan
 reads headers only (:func:`tlstudio.core.data.images.probe_image`) so ten thousand
-files take seconds; :func:`verify_dataset` decodes every image when the user
+files take seconds; :func:`tlstudio.core.data.verify.verify_dataset` decodes every image when the user
 asks for it. Files that cannot be used are skipped with a reason, never fatal:
 hidden files and folders, ``__MACOSX``, system files, empty files, non-images,
 unsupported formats, images over the pixel limit, unreadable files, broken
@@ -33,34 +34,19 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import stat
-import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from tlstudio.core.data import images
-from tlstudio.core.spec.errors import Cancelled, DataError, ImageError
+from tlstudio.core.data.scanning import PROGRESS_EVERY, Found, Scanner, check_folders, find_sources
+from tlstudio.core.spec.errors import DataError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import DataSpec
 
 LAYOUTS = ("class-folders", "split-folders", "folder-per-class")
 
-_SPLIT_FOLDER_NAMES = {
-    "train": ("train", "training"),
-    "val": ("val", "valid", "validation"),
-    "test": ("test", "testing"),
-}
-_SYSTEM_FOLDERS = {
-    "__macosx": "macOS metadata folder (__MACOSX)",
-    "$recycle.bin": "system folder",
-    "system volume information": "system folder",
-}
-_SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
 _PARTIAL_HASH_BYTES = 64 * 1024
-_PROGRESS_EVERY = 200
 
 
 @dataclass(frozen=True)
@@ -222,16 +208,16 @@ def scan_dataset(
             "The validation fraction must be between 0 and 1 (exclusive), e.g. 0.2. "
             f"Received: val_fraction={val_fraction!r}"
         )
-    roots = _check_folders(folders)
-    scanner = _Scanner(on_event, should_stop)
-    layout, sources = _find_sources(roots, scanner)
+    roots = check_folders(folders)
+    scanner = Scanner(on_event, should_stop)
+    layout, sources = find_sources(roots, scanner)
     excluded = set(excluded_classes)
     unknown = sorted(excluded - {source.class_name for source in sources})
     if unknown:
         on_event(Message(f"Excluded classes not found in the folders: {_names(unknown)}.", level="warning"))
 
     scanner.class_folders = {os.path.realpath(source.folder) for source in sources}
-    found: list[_Found] = []
+    found: list[Found] = []
     for source in sources:
         if source.class_name not in excluded:
             found.extend(scanner.scan_class_folder(source))
@@ -243,7 +229,7 @@ def scan_dataset(
     group_of = {path: index for index, group in enumerate(duplicates) for path in group}
     scanner.finish()
 
-    by_split: dict[str | None, list[_Found]] = defaultdict(list)
+    by_split: dict[str | None, list[Found]] = defaultdict(list)
     for entry in found:
         by_split[entry.split].append(entry)
     if layout == "split-folders" and by_split["val"]:
@@ -282,284 +268,8 @@ def scan_data_spec(spec: DataSpec, **kw) -> Dataset:
     )
 
 
-def verify_dataset(
-    dataset: Dataset,
-    on_event: OnEvent = ignore_event,
-    should_stop: ShouldStop = never_stop,
-) -> Dataset:
-    """Decode every image fully and move those that fail into ``skipped``.
 
-    The header scan cannot see truncated or corrupt pixel data; this step can.
-    Classes left without images move to ``empty_classes`` and labels are
-    renumbered. Reports ``Progress(task="verify")``; raises Cancelled on request.
-    """
-    paths = [item.path for item in (*dataset.train, *dataset.val, *dataset.test)]
-    failures: dict[str, str] = {}
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tlstudio-verify") as pool:
-        futures = {pool.submit(_decode_reason, path): path for path in paths}
-        for done, future in enumerate(as_completed(futures), start=1):
-            if should_stop():
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise Cancelled("Verifying the images was cancelled.")
-            reason = future.result()
-            if reason is not None:
-                failures[futures[future]] = reason
-            if done % _PROGRESS_EVERY == 0 or done == len(paths):
-                on_event(Progress("verify", done, len(paths), f"{len(failures)} unusable"))
-    if not failures:
-        return dataset
-    return _without(dataset, failures)
-
-
-@dataclass(frozen=True)
-class _Source:
-    """A folder whose images all belong to one class, in one split (None: to be split).
-
-    ``ancestors`` are the real paths of the folders listed above it (the root,
-    the split folder): a symlink back to one of them is a loop.
-    """
-
-    class_name: str
-    folder: str
-    split: str | None = None
-    ancestors: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Found:
-    """A usable image found while scanning."""
-
-    class_name: str
-    path: str
-    size_bytes: int
-    split: str | None
-    key: str  # the class name and the path inside the class folder: what the split hashes
-
-
-class _Scanner:
-    """Walks folders safely, collecting skipped files, visited folders and progress."""
-
-    def __init__(self, on_event: OnEvent, should_stop: ShouldStop) -> None:
-        self.on_event = on_event
-        self.should_stop = should_stop
-        self.skipped: dict[str, str] = {}
-        self.visited: set[str] = set()
-        self.class_folders: set[str] = set()
-        self.files_seen = 0
-        self.started = time.monotonic()
-
-    def skip(self, path: str, reason: str) -> None:
-        """Record ``path`` as left out; a folder listed twice is reported once."""
-        self.skipped.setdefault(path, reason)
-
-    def check_stop(self) -> None:
-        if self.should_stop():
-            raise Cancelled("Scanning the image folders was cancelled.")
-
-    def count_file(self) -> None:
-        self.files_seen += 1
-        if self.files_seen % _PROGRESS_EVERY == 0:
-            self.on_event(Progress("scan", self.files_seen, None, f"{self.files_seen} files read"))
-
-    def finish(self) -> None:
-        self.on_event(Progress("scan", self.files_seen, self.files_seen, f"{self.files_seen} files read"))
-
-    def list_folder(self, folder: str) -> tuple[list[os.DirEntry], list[os.DirEntry]] | None:
-        """The sub-folders and files of ``folder`` worth looking at; skips the rest.
-
-        Returns None (with the folder recorded as skipped) when it cannot be read.
-        """
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            self.skip(folder, _folder_reason(exc))
-            return None
-        folders, files = [], []
-        for entry in entries:
-            kind = self._classify(entry)
-            if kind == "folder":
-                folders.append(entry)
-            elif kind == "file":
-                files.append(entry)
-        return folders, files
-
-    def _classify(self, entry: os.DirEntry) -> str:
-        """'folder', 'file' or 'skipped' (recorded with its reason)."""
-        is_dir = entry.is_dir()
-        lower = entry.name.lower()
-        if entry.name.startswith("."):
-            self.skip(entry.path, "hidden folder" if is_dir else "hidden file")
-        elif is_dir and lower in _SYSTEM_FOLDERS:
-            self.skip(entry.path, _SYSTEM_FOLDERS[lower])
-        elif is_dir:
-            return "folder"
-        elif not entry.is_file():
-            broken = entry.is_symlink() and not os.path.exists(entry.path)
-            self.skip(entry.path, "broken symlink" if broken else "not a regular file")
-        elif lower in _SYSTEM_FILES:
-            self.skip(entry.path, "system file")
-        else:
-            return "file"
-        return "skipped"
-
-    def scan_class_folder(self, source: _Source) -> list[_Found]:
-        """Every usable image under ``source.folder``, sub-folders included."""
-        found: list[_Found] = []
-        stack: list[tuple[str, tuple[str, ...]]] = [(source.folder, source.ancestors)]
-        while stack:
-            folder, ancestors = stack.pop()
-            self.check_stop()
-            real = os.path.realpath(folder)
-            if real in ancestors:
-                self.skip(folder, f"symlink loop (links back to {real})")
-                continue
-            if real in self.visited:
-                self.skip(folder, "folder already scanned through another path")
-                continue
-            if folder != source.folder and real in self.class_folders:
-                self.skip(folder, "links to another class folder")
-                continue
-            self.visited.add(real)
-            listing = self.list_folder(folder)
-            if listing is None:
-                continue
-            subfolders, files = listing
-            for entry in files:
-                self.check_stop()
-                size_bytes = self._probe(entry)
-                if size_bytes is not None:
-                    relative = os.path.relpath(entry.path, source.folder).replace(os.sep, "/")
-                    key = f"{source.class_name}/{relative}"
-                    found.append(_Found(source.class_name, entry.path, size_bytes, source.split, key))
-            stack.extend((entry.path, ancestors + (real,)) for entry in reversed(subfolders))
-        return found
-
-    def _probe(self, entry: os.DirEntry) -> int | None:
-        """The file's size in bytes when it is a usable image; None (recorded) otherwise."""
-        self.count_file()
-        try:
-            file_stat = entry.stat()
-        except OSError as exc:
-            self.skip(entry.path, f"cannot read: {exc.strerror or exc}")
-            return None
-        if not stat.S_ISREG(file_stat.st_mode):
-            self.skip(entry.path, "not a regular file")
-            return None
-        try:
-            images.probe_image(entry.path)
-        except ImageError as exc:
-            self.skip(entry.path, exc.reason)
-            return None
-        return file_stat.st_size
-
-    def holds_an_image(self, files: Iterable[os.DirEntry]) -> bool:
-        """Whether any of ``files`` is a usable image (header check, stops at the first)."""
-        for entry in files:
-            try:
-                images.probe_image(entry.path)
-            except ImageError:
-                continue
-            return True
-        return False
-
-
-def _check_folders(folders: Sequence[str | Path]) -> list[str]:
-    """Absolute paths of ``folders``; DataError when one is missing or not a folder."""
-    if isinstance(folders, (str, Path)):
-        folders = [folders]
-    if not folders:
-        raise DataError(
-            "No image folders were given. Expected a folder with one sub-folder per class, "
-            "or several folders that are each one class. Received: folders=[]"
-        )
-    roots = []
-    for folder in folders:
-        path = os.path.abspath(os.path.expanduser(str(folder)))
-        if not os.path.exists(path):
-            raise DataError(f"The image folder does not exist: {str(folder)!r}. Check the path. Received: {path!r}")
-        if not os.path.isdir(path):
-            raise DataError(
-                f"Expected a folder of images, but this is a file: {str(folder)!r}. "
-                "Give the folder that holds the class sub-folders."
-            )
-        roots.append(path)
-    return roots
-
-
-def _find_sources(roots: list[str], scanner: _Scanner) -> tuple[str, list[_Source]]:
-    """Decide the layout and list the class folders; loose files are recorded as skipped."""
-    if len(roots) > 1:
-        return "folder-per-class", [_Source(_folder_name(root), root) for root in roots]
-    root = roots[0]
-    listing = scanner.list_folder(root)
-    if listing is None:
-        raise DataError(f"Cannot read the image folder {root!r}: permission denied. Check its permissions.")
-    subfolders, files = listing
-    splits = _split_folders(subfolders)
-    if "train" in splits and ("val" in splits or "test" in splits):
-        return "split-folders", _split_sources(root, subfolders, files, splits, scanner)
-    if scanner.holds_an_image(files):
-        return "folder-per-class", [_Source(_folder_name(root), root)]
-    for entry in files:
-        scanner.skip(entry.path, "not inside a class folder")
-    ancestors = (os.path.realpath(root),)
-    return "class-folders", [_Source(entry.name, entry.path, None, ancestors) for entry in subfolders]
-
-
-def _split_folders(subfolders: list[os.DirEntry]) -> dict[str, os.DirEntry]:
-    """The train/val/test folders among ``subfolders``, by split name (case ignored)."""
-    splits = {}
-    for entry in subfolders:
-        for split, names in _SPLIT_FOLDER_NAMES.items():
-            if entry.name.lower() in names and split not in splits:
-                splits[split] = entry
-    return splits
-
-
-def _split_sources(
-    root: str,
-    subfolders: list[os.DirEntry],
-    files: list[os.DirEntry],
-    splits: dict[str, os.DirEntry],
-    scanner: _Scanner,
-) -> list[_Source]:
-    """The class folders inside each of train/, val/ and test/."""
-    split_paths = {entry.path for entry in splits.values()}
-    for entry in files:
-        scanner.skip(entry.path, "not inside train/, val/ or test/")
-    for entry in subfolders:
-        if entry.path not in split_paths:
-            scanner.skip(entry.path, "not a train/, val/ or test/ folder")
-    sources = []
-    for split in ("train", "val", "test"):
-        if split not in splits:
-            continue
-        ancestors = (os.path.realpath(root), os.path.realpath(splits[split].path))
-        listing = scanner.list_folder(splits[split].path)
-        if listing is None:
-            continue
-        class_folders, loose = listing
-        for entry in loose:
-            scanner.skip(entry.path, "not inside a class folder")
-        sources.extend(_Source(entry.name, entry.path, split, ancestors) for entry in class_folders)
-    return sources
-
-
-def _folder_name(path: str) -> str:
-    """A folder's name as a class name (the path itself for a filesystem root)."""
-    return os.path.basename(path.rstrip(os.sep)) or path
-
-
-def _folder_reason(exc: OSError) -> str:
-    """A short reason for a folder that cannot be listed."""
-    if isinstance(exc, PermissionError):
-        return "cannot read folder: permission denied"
-    return f"cannot read folder: {exc.strerror or exc}"
-
-
-def _find_duplicates(paths: list[str], sizes: dict[str, int], scanner: _Scanner) -> tuple[tuple[str, ...], ...]:
+def _find_duplicates(paths: list[str], sizes: dict[str, int], scanner: Scanner) -> tuple[tuple[str, ...], ...]:
     """Groups of byte-identical files, each sorted, in path order.
 
     Only files of equal size are compared: first by a hash of their first
@@ -574,7 +284,7 @@ def _find_duplicates(paths: list[str], sizes: dict[str, int], scanner: _Scanner)
     groups = []
     for group in candidates:
         by_head = _group_by(group, lambda p: _digest(p, _PARTIAL_HASH_BYTES), scanner)
-        if (done + len(group)) // _PROGRESS_EVERY > done // _PROGRESS_EVERY or done + len(group) == total:
+        if (done + len(group)) // PROGRESS_EVERY > done // PROGRESS_EVERY or done + len(group) == total:
             scanner.on_event(Progress("scan", done + len(group), total, "looking for duplicate files"))
         done += len(group)
         for same_head in by_head:
@@ -585,7 +295,7 @@ def _find_duplicates(paths: list[str], sizes: dict[str, int], scanner: _Scanner)
     return tuple(sorted(tuple(sorted(group)) for group in groups))
 
 
-def _group_by(paths: list[str], key: Callable[[str], str | None], scanner: _Scanner) -> list[list[str]]:
+def _group_by(paths: list[str], key: Callable[[str], str | None], scanner: Scanner) -> list[list[str]]:
     """Groups of two or more paths with the same (non-None) key."""
     groups: dict[str, list[str]] = defaultdict(list)
     for path in paths:
@@ -612,8 +322,8 @@ def _digest(path: str, limit: int | None) -> str | None:
 
 
 def _stratified_split(
-    entries: list[_Found], val_fraction: float, seed: int, group_of: dict[str, int]
-) -> tuple[list[_Found], list[_Found]]:
+    entries: list[Found], val_fraction: float, seed: int, group_of: dict[str, int]
+) -> tuple[list[Found], list[Found]]:
     """Split ``entries`` into (train, val) per class, keeping duplicate groups together.
 
     Each class's files are ranked by a seeded hash of their key; validation
@@ -622,16 +332,16 @@ def _stratified_split(
     of identical files moves as one unit and counts for the class of its first
     member, so it is never cut in two.
     """
-    units: dict[object, list[_Found]] = defaultdict(list)
+    units: dict[object, list[Found]] = defaultdict(list)
     for entry in entries:
         units[group_of.get(entry.path, entry.path)].append(entry)
-    by_class: dict[str, list[list[_Found]]] = defaultdict(list)
+    by_class: dict[str, list[list[Found]]] = defaultdict(list)
     for unit in units.values():
         unit.sort(key=lambda e: e.key)
         by_class[unit[0].class_name].append(unit)
 
-    train: list[_Found] = []
-    val: list[_Found] = []
+    train: list[Found] = []
+    val: list[Found] = []
     for class_units in by_class.values():
         class_units.sort(key=lambda unit: _rank(seed, unit[0].key))
         total = sum(len(unit) for unit in class_units)
@@ -648,10 +358,10 @@ def _stratified_split(
 
 def _rank(seed: int, key: str) -> str:
     """A seeded pseudo-random sort key that depends only on ``key``."""
-    return hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(f"{seed}\0{key}".encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
-def _items(entries: list[_Found], labels: dict[str, int]) -> tuple[ImageItem, ...]:
+def _items(entries: list[Found], labels: dict[str, int]) -> tuple[ImageItem, ...]:
     """Labelled items in path order."""
     return tuple(
         ImageItem(entry.path, labels[entry.class_name], entry.size_bytes)
@@ -673,49 +383,6 @@ def _warn_cross_split_duplicates(
             )
         )
 
-
-def _decode_reason(path: str) -> str | None:
-    """Why ``path`` cannot be decoded, or None when it decodes."""
-    try:
-        images.load_rgb(path)
-    except ImageError as exc:
-        return exc.reason
-    except MemoryError:
-        return "too large to decode (out of memory)"
-    return None
-
-
-def _without(dataset: Dataset, failures: dict[str, str]) -> Dataset:
-    """``dataset`` minus the files in ``failures``, which join ``skipped``; labels renumbered."""
-    kept = {
-        split: [item for item in items if item.path not in failures]
-        for split, items in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test))
-    }
-    used = sorted({dataset.classes[item.label] for items in kept.values() for item in items})
-    labels = {name: label for label, name in enumerate(used)}
-
-    def relabel(items: list[ImageItem]) -> tuple[ImageItem, ...]:
-        return tuple(ImageItem(i.path, labels[dataset.classes[i.label]], i.size_bytes) for i in items)
-
-    emptied = [name for name in dataset.classes if name not in labels]
-    skipped = [*dataset.skipped, *(SkippedFile(path, reason) for path, reason in failures.items())]
-    duplicates = []
-    for group in dataset.duplicates:
-        remaining = tuple(path for path in group if path not in failures)
-        if len(remaining) > 1:
-            duplicates.append(remaining)
-    return Dataset(
-        classes=tuple(used),
-        train=relabel(kept["train"]),
-        val=relabel(kept["val"]),
-        test=relabel(kept["test"]),
-        skipped=tuple(sorted(skipped, key=lambda s: s.path)),
-        empty_classes=tuple(sorted({*dataset.empty_classes, *emptied})),
-        excluded_classes=dataset.excluded_classes,
-        duplicates=tuple(duplicates),
-        layout=dataset.layout,
-        class_sources=dataset.class_sources,
-    )
 
 
 def _names(names: Iterable[str]) -> str:

@@ -9,16 +9,18 @@ images start training at once instead of running the base again.
 
 Layout under ``paths.cache_dir()/features``:
 
-* ``index.sqlite`` — the index: feature sets, shard files, one row per image
-  content in each set, and a memo from ``(path, size, mtime_ns)`` to the hash
-  of a file's bytes so that re-hashing thousands of files is avoided;
+* ``index.sqlite`` — the index: feature sets, shard files and one row per
+  image content in each set;
 * ``<set>/<shard>.npy`` — float32 arrays ``(rows, *feature_shape)`` written
-  with ``np.lib.format.open_memmap`` and read memory-mapped.
+  with plain file writes (temporary file, fsync, rename: a memory-mapped write
+  to a full disk would be a SIGBUS) and read memory-mapped.
 
 A **feature set** is one :class:`FeatureSetKey`: everything but the image that
 changes the features. Within a set, rows are keyed by a hash of the image
-file's bytes, so renaming or moving a file keeps its features and a changed
-file is extracted again; a request re-extracts only the images that are
+file's bytes, read every time (never trusted from a path, size and mtime: a
+file rewritten with the same size and mtime must not get stale features), so
+renaming or moving a file keeps its features and a changed file is extracted
+again; a request re-extracts only the images that are
 missing. Shards are written to a temporary name and renamed into place before
 the index points at them, and index changes are SQLite transactions, so
 concurrent runs (two app windows, a CLI run beside the app) never read a
@@ -28,11 +30,16 @@ The cache is bounded (``TLSTUDIO_FEATURE_CACHE_MB``, default
 :data:`DEFAULT_LIMIT_MB`; 0 turns it off): after a write, whole feature sets
 are evicted, least recently used first. Nothing here is needed for
 correctness: any problem reading or writing the cache falls back to plain
-extraction, with a note saying why.
+extraction, with a note saying why: a full disk or a read-only cache folder
+means no cache for this run, never a failed run. The index is not trusted
+either: only names the cache itself makes (hex digests, ``<hex>.npy`` shards)
+are ever opened or deleted, so a tampered ``index.sqlite`` cannot make
+eviction delete anything outside the cache folder.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -48,14 +55,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from tlstudio.core.spec import paths, settings
+from tlstudio.core.spec.atomic import write_atomic_with
 
 FORMAT_VERSION = 1
 """Part of every key: a change in how features are computed or stored invalidates old sets."""
 LIMIT_ENV = "TLSTUDIO_FEATURE_CACHE_MB"
 DEFAULT_LIMIT_MB = 2048
 INDEX_FILE = "index.sqlite"
-_RACY_SECONDS = 2.0
-"""A file modified this recently may change again within the same mtime tick: its hash is not memoised."""
 _SQL_CHUNK = 500
 _BUSY_TIMEOUT_S = 30.0
 _SCHEMA = """
@@ -66,8 +72,6 @@ CREATE TABLE IF NOT EXISTS shards (
 CREATE TABLE IF NOT EXISTS rows (
     set_key TEXT NOT NULL, content TEXT NOT NULL, shard TEXT NOT NULL, row INTEGER NOT NULL,
     PRIMARY KEY (set_key, content));
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, hash TEXT NOT NULL);
 """
 
 
@@ -241,8 +245,8 @@ class FeatureCache:
         out: np.ndarray | None = None
         have = np.zeros(len(items), dtype=bool)
         try:
+            hashes = self._content_hashes([str(item.path) for item in items])
             with self._connect() as db:
-                hashes = self._content_hashes(db, [str(item.path) for item in items])
                 out = self._read(db, key, hashes, have)
         except (OSError, sqlite3.Error) as error:
             notes.append(f"could not be read ({_short(error)})")
@@ -302,13 +306,13 @@ class FeatureCache:
         try:
             freed = self.status().bytes
             with self._connect() as db, _transaction(db):
-                for table in ("rows", "shards", "sets", "file_hashes"):
+                for table in ("rows", "shards", "sets"):
                     db.execute(f"DELETE FROM {table}")
         except sqlite3.DatabaseError:
             (self.root / INDEX_FILE).unlink(missing_ok=True)
         if self.root.is_dir():
             for child in self.root.iterdir():
-                if child.is_dir():
+                if _is_set_name(child.name) and child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child, ignore_errors=True)
         return freed
 
@@ -321,45 +325,14 @@ class FeatureCache:
             db.executescript(_SCHEMA)
             yield db
 
-    def _content_hashes(self, db: sqlite3.Connection, file_paths: list[str]) -> list[str | None]:
-        """Each file's content hash (None when it cannot be read), memoised by (path, size, mtime)."""
-        stats: list[tuple[int, int] | None] = []
+    def _content_hashes(self, file_paths: list[str]) -> list[str | None]:
+        """Each file's content hash, read now; None when it cannot be read (vanished, unreadable)."""
+        hashes: list[str | None] = []
         for path in file_paths:
             try:
-                info = os.stat(path)
-                stats.append((info.st_size, info.st_mtime_ns))
-            except OSError:
-                stats.append(None)
-        memo: dict[str, tuple[int, int, str]] = {}
-        for chunk in _chunks(sorted(set(file_paths))):
-            marks = ",".join("?" * len(chunk))
-            for path, size, mtime, digest in db.execute(
-                f"SELECT path, size, mtime_ns, hash FROM file_hashes WHERE path IN ({marks})", chunk
-            ):
-                memo[path] = (size, mtime, digest)
-        hashes: list[str | None] = []
-        learnt: list[tuple[str, int, int, str]] = []
-        settled_before = time.time_ns() - int(_RACY_SECONDS * 1e9)
-        for path, stat in zip(file_paths, stats):
-            if stat is None:
-                hashes.append(None)
-                continue
-            known = memo.get(path)
-            if known is not None and known[:2] == stat:
-                hashes.append(known[2])
-                continue
-            try:
-                digest = content_hash(path)
+                hashes.append(content_hash(path))
             except OSError:
                 hashes.append(None)
-                continue
-            hashes.append(digest)
-            if stat[1] < settled_before:
-                learnt.append((path, stat[0], stat[1], digest))
-                memo[path] = (stat[0], stat[1], digest)
-        if learnt:
-            with _transaction(db):
-                db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", learnt)
         return hashes
 
     def _read(
@@ -387,7 +360,9 @@ class FeatureCache:
                 by_shard.setdefault(shard, []).append((index, row))
         for shard, pairs in by_shard.items():
             try:
-                stored = np.load(self.root / key.digest / shard, mmap_mode="r")
+                if not _is_shard_name(shard):
+                    raise ValueError(f"shard name {shard!r} was not made by the cache")
+                stored = np.load(self.root / key.digest / shard, mmap_mode="r", allow_pickle=False)
                 if stored.shape[1:] != shape or max(row for _, row in pairs) >= len(stored):
                     raise ValueError(f"shard {shard} has shape {stored.shape}")
                 indices = np.fromiter((i for i, _ in pairs), dtype=np.int64)
@@ -409,14 +384,9 @@ class FeatureCache:
         values = np.stack([rows[c] for c in contents]).astype(np.float32, copy=False)
         folder = self.root / key.digest
         name = f"{uuid.uuid4().hex}.npy"
-        temporary = folder / f".{name}.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            mapped = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=values.shape)
-            mapped[:] = values
-            mapped.flush()
-            del mapped
-            os.replace(temporary, folder / name)
+            write_atomic_with(folder / name, lambda handle: np.lib.format.write_array(handle, values))
             size = (folder / name).stat().st_size
             with self._connect() as db:
                 with _transaction(db):
@@ -431,8 +401,8 @@ class FeatureCache:
                     )
                 kept = self._evict(db, protect=key.digest)
         except (OSError, sqlite3.Error) as error:
-            temporary.unlink(missing_ok=True)
-            return False, f"could not be written ({_short(error)})"
+            (folder / name).unlink(missing_ok=True)
+            return False, _write_note(error)
         if not kept:
             return False, (
                 f"these features ({values.nbytes / 2**20:.0f} MB and more) do not fit the cache limit of "
@@ -461,7 +431,8 @@ class FeatureCache:
             with _transaction(db):
                 for table, column in (("rows", "set_key"), ("shards", "set_key"), ("sets", "key")):
                     db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
-            shutil.rmtree(self.root / key, ignore_errors=True)
+            if _is_set_name(key):
+                shutil.rmtree(self.root / key, ignore_errors=True)
             total -= sizes.get(key, 0)
             if key == protect:
                 return False
@@ -478,6 +449,28 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _is_set_name(name: object) -> bool:
+    """Whether ``name`` is a feature-set folder name the cache makes (32 hex digits), nothing else."""
+    return isinstance(name, str) and len(name) == 32 and all(c in "0123456789abcdef" for c in name)
+
+
+def _is_shard_name(name: object) -> bool:
+    """Whether ``name`` is a shard file name the cache makes (32 hex digits, ``.npy``)."""
+    return isinstance(name, str) and name.endswith(".npy") and _is_set_name(name[:-4])
+
+
+def _write_note(error: BaseException) -> str:
+    """Why features could not be kept, for the user: the cache is skipped, the work goes on."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "the disk is full"
+    elif isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        reason = "the cache folder is read-only"
+    else:
+        reason = _short(error)
+    return (f"could not be written ({reason}); going on without the cache. Free some space or set "
+            f"{LIMIT_ENV}=0 to turn the cache off")
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:

@@ -28,10 +28,11 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -131,16 +132,18 @@ def _open_checked(path: str | Path) -> Iterator[tuple[Image.Image, str]]:
     """Open ``path`` lazily and yield (image, format) once the header passes every check."""
     name = str(path)
     try:
-        size_bytes = os.stat(name).st_size
-    except OSError as exc:
-        raise ImageError(name, _os_reason(exc)) from exc
-    if size_bytes == 0:
-        raise ImageError(name, "empty file (0 bytes)")
-    try:
-        handle = open(name, "rb")
+        handle = _open_file(name)
     except OSError as exc:
         raise ImageError(name, _os_reason(exc)) from exc
     with handle:
+        try:
+            file_stat = os.fstat(handle.fileno())
+        except OSError as exc:
+            raise ImageError(name, _os_reason(exc)) from exc
+        if not stat.S_ISREG(file_stat.st_mode):
+            raise ImageError(name, "not a regular file")
+        if file_stat.st_size == 0:
+            raise ImageError(name, "empty file (0 bytes)")
         try:
             image = Image.open(handle)
         except UnidentifiedImageError as exc:
@@ -160,6 +163,12 @@ def _open_checked(path: str | Path) -> Iterator[tuple[Image.Image, str]]:
             if pixels > MAX_PIXELS:
                 raise ImageError(name, _pixel_limit_reason(pixels))
             yield image, image_format
+
+
+def _open_file(name: str) -> BinaryIO:
+    """Open ``name`` for reading without blocking, so a FIFO where an image was never hangs the scan."""
+    descriptor = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    return os.fdopen(descriptor, "rb")
 
 
 def _os_reason(exc: OSError) -> str:

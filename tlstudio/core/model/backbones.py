@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import os
 import shutil
 import socket
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from tlstudio.core.spec import paths
 from tlstudio.core.model.lite0_weights import bundled_weights_path
+from tlstudio.core.model.model_files import check_keras_version, check_model_file
 from tlstudio.core.spec.errors import Cancelled, ModelFileError, RecipeError, WeightsError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import BaseSpec
@@ -204,11 +206,19 @@ def _download(
                     if should_stop():
                         raise Cancelled()
                     try:
-                        chunk = response.read1(CHUNK_BYTES)
-                    except (socket.timeout, OSError) as error:
-                        raise _FetchFailed(f"the download from {url} broke off after {done} bytes ({error})") from None
+                        chunk = response.read1(min(CHUNK_BYTES, wf.size_bytes - done + 1))
+                    except (socket.timeout, OSError, http.client.HTTPException) as error:
+                        raise _FetchFailed(
+                            f"the transfer from {url} broke off after {done} of {wf.size_bytes} bytes ({error}); "
+                            "try again, or download the file yourself"
+                        ) from None
                     if not chunk:
                         break
+                    if done + len(chunk) > wf.size_bytes:
+                        raise _FetchFailed(
+                            f"{url} sent more than the expected {wf.size_bytes} bytes; the download was stopped "
+                            "(the server holds a different file)"
+                        )
                     try:
                         file.write(chunk)
                     except OSError as error:
@@ -216,6 +226,13 @@ def _download(
                     digest.update(chunk)
                     done += len(chunk)
                     on_event(Progress("download", done, total, wf.filename))
+                file.flush()
+                os.fsync(file.fileno())
+            if done != wf.size_bytes:
+                raise _FetchFailed(
+                    f"the transfer from {url} broke off: {done} of {wf.size_bytes} bytes arrived; "
+                    "try again, or download the file yourself"
+                )
             if digest.hexdigest() != wf.md5:
                 raise _FetchFailed(
                     f"the file from {url} has md5 {digest.hexdigest()} ({done} bytes), expected {wf.md5} "
@@ -319,8 +336,9 @@ def import_weights(path: str | os.PathLike[str]) -> Path:
 def load_user_model(path: str | os.PathLike[str]) -> "keras.Model":
     """Load the user's own ``.keras`` or ``.h5`` model in Keras' safe mode.
 
-    A model that needs arbitrary Python to load (a ``Lambda`` layer holding a
-    lambda) is refused rather than run.
+    A model whose config holds a ``Lambda``, a ``TFSMLayer`` or an unknown
+    custom object is refused before Keras reads it
+    (:func:`~tlstudio.core.model.model_files.check_model_file`).
     """
     import keras
 
@@ -343,6 +361,8 @@ def load_user_model(path: str | os.PathLike[str]) -> "keras.Model":
             f"{str(source)!r} is not a Keras model file. Expected a .keras file (or a legacy .h5). "
             f"Received: a file ending in {source.suffix or 'no extension'!r}."
         )
+    check_keras_version()
+    check_model_file(source)
     try:
         model = keras.saving.load_model(source, safe_mode=True, compile=False)
     except Exception as error:

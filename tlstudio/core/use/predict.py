@@ -16,7 +16,8 @@ from typing import Iterable
 import numpy as np
 
 from tlstudio.core.spec.errors import Cancelled, ImageError, ModelFileError, UserError
-from tlstudio.core.spec.events import OnEvent, Progress, ShouldStop, ignore_event, never_stop
+from tlstudio.core.data.verify import name_some, read_summary
+from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 
 LABELS_FILE = "labels.txt"
 BATCH_SIZE = 32
@@ -106,13 +107,25 @@ def predict_files(
                     continue
                 except ImageError as failure:
                     error = failure.reason
+                except MemoryError:
+                    error = "too large to decode (out of memory)"
             results[index] = Prediction(path, (), error)
         if images:
             probabilities = _probabilities(predictor, np.stack(images))
             for index, row in zip(indices, probabilities):
                 results[index] = Prediction(files[index][0], _top(row, predictor.classes, top_k))
+    predictions = [results[index] for index in range(total)]
+    failed = [f"{p.path} ({p.error})" for p in predictions if p.error]
+    if failed:
+        on_event(Message(f"{summary_line(predictions)}; left out: {name_some(failed)}.", "warning"))
     on_event(Progress("predict", total, total, "Done"))
-    return [results[index] for index in range(total)]
+    return predictions
+
+
+def summary_line(predictions: list[Prediction]) -> str:
+    """"4 classified, 2 could not be read" for a list of predictions."""
+    failed = sum(1 for p in predictions if p.error)
+    return read_summary(len(predictions) - failed, failed)
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[str, str]]:

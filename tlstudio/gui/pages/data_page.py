@@ -45,6 +45,7 @@ from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import DropZone
 from tlstudio.gui.widgets.thumbnails import PATH_ROLE, ThumbnailGrid
+from tlstudio.gui.widgets.verify_bar import VerifyBar
 from tlstudio.gui.workers import WorkerHandle, run_in_thread
 
 IMBALANCE_RATIO = 3.0
@@ -232,6 +233,9 @@ class DataPage(QWidget):
         layout.addWidget(self.message_label)
         layout.addWidget(self.warnings_label)
         layout.addWidget(self.summary_label)
+        self.verify_bar = VerifyBar()
+        self.verify_bar.verified.connect(self._use_verified)
+        layout.addWidget(self.verify_bar)
         layout.addWidget(splitter, 1)
 
     @staticmethod
@@ -388,6 +392,12 @@ class DataPage(QWidget):
         self._fill_filter(dataset)
         self._update_thumbnails()
         self._update_summary(dataset)
+        self.verify_bar.offer(dataset)
+
+    def _use_verified(self, report) -> None:
+        """Put the images that did not decode into the Problems list and say how many there were."""
+        self.state.set_dataset(report.dataset)
+        self.show_message(report.summary())
 
     def _fill_classes(self, dataset: Dataset | None) -> None:
         table = self.class_table

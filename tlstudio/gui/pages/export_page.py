@@ -120,7 +120,7 @@ class ExportPage(QWidget):
         self.browse_button = QPushButton("Choose…")
         self.browse_button.clicked.connect(self.choose_destination)
         self.overwrite_box = QCheckBox("Replace the folder if it exists")
-        self.overwrite_box.setToolTip("Without this, an existing folder is never touched")
+        self.overwrite_box.setToolTip("Only an empty folder or an earlier TL Studio export is ever replaced")
         destination_layout = QGridLayout(destination_box)
         destination_layout.addWidget(self.destination_edit, 0, 0)
         destination_layout.addWidget(self.browse_button, 0, 1)
