@@ -44,6 +44,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
+from tlstudio.core import tf_compat
 from tlstudio.core.spec.errors import TensorNameError, UserError
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def _analyse(model: "keras.Model") -> _Graph:
     layer_outputs: dict[str, int] = {}
     named_layers: set[int] = set()
     def layer_order(node: Any) -> tuple[int, int]:
-        return order.get(id(node.operation), len(order)), node.operation._inbound_nodes.index(node)
+        return order.get(id(node.operation), len(order)), tf_compat.inbound_nodes(node.operation).index(node)
 
     for node in sorted(nodes, key=layer_order):
         layer = node.operation
@@ -268,12 +269,11 @@ def _model_outputs(model: "keras.Model") -> list[Any]:
 
 
 def _producer(tensor: Any) -> Any:
-    return tensor._keras_history.operation
+    return tf_compat.producer(tensor)
 
 
 def _node_of(tensor: Any) -> Any:
-    history = tensor._keras_history
-    return history.operation._inbound_nodes[history.node_index]
+    return tf_compat.call_node(tensor)
 
 
 def _node_inputs(node: Any) -> list[Any]:

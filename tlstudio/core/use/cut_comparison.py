@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tlstudio.core.data import feature_cache
+from tlstudio.core.spec import anatomy
 from tlstudio.core.spec.errors import Cancelled, DataError, UserError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 
@@ -234,8 +235,8 @@ def _cache_key(base: Any, name: str, input_size: int, preprocessing: str, label:
     rank = len(cut_model(base, name).outputs[0].shape)
     spec = HeadSpec(pooling="avg" if rank == 4 else "flatten", batch_norm=False)
     model = build_classifier(base, name, 2, spec, preprocessing)
-    pooled = [layer for layer in model.layers if layer.name in ("head_pool", "head_flatten")]
-    boundary = pooled[0].output if pooled else model.get_layer("head_predictions").input
+    pooled = [layer for layer in model.layers if layer.name in anatomy.FLATTENING_NAMES]
+    boundary = pooled[0].output if pooled else model.get_layer(anatomy.PREDICTIONS_NAME).input
     frozen = keras.Model(model.inputs, boundary, name="frozen_part")
     key = feature_cache.feature_set_key(frozen, label, name)
     if not key.input_size:

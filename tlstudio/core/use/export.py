@@ -47,6 +47,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tlstudio.core.spec import anatomy
 from tlstudio.core.spec.errors import Cancelled, DataError, ExportError, ImageError, UserError
 from tlstudio.core.use.evaluation import load_evaluations
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
@@ -632,10 +633,8 @@ def _preprocessing_mode(model) -> str | None:
 
 def _cut_tensor(model) -> str | None:
     """The cut tensor of a TL Studio classifier: the output of its nested ``base`` model."""
-    for layer in model.layers:
-        if layer.name == "base" and hasattr(layer, "layers") and layer.layers:
-            return f"{layer.layers[-1].name}:0"
-    return None
+    base = anatomy.nested_base(model)
+    return f"{base.layers[-1].name}:0" if base is not None and base.layers else None
 
 
 def _lists(value):
