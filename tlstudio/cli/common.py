@@ -147,13 +147,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def int_list(text: str) -> tuple[int, ...]:
+def hidden_units(text: str) -> tuple[int, ...]:
+    """``--hidden`` read as the app reads its field: ``"256,128"`` and ``"256 128"`` are two layers."""
+    from tlstudio.core.spec.errors import RecipeError
+    from tlstudio.core.spec.hidden_units import parse_hidden_units
+
     try:
-        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected whole numbers separated by commas, e.g. 256,128; got {text!r}"
-        ) from None
+        return parse_hidden_units(text)
+    except RecipeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def name_list(text: str) -> tuple[str, ...]:

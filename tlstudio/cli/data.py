@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from tlstudio.cli.common import EXIT_OK, print_json, print_table
+from tlstudio.core.data.balance import imbalance_warning
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.events import ShouldStop
 
@@ -65,7 +66,7 @@ def _cmd_data(
         dataset = verify_dataset(dataset, on_event=progress, should_stop=should_stop)
     progress.close()
     if args.json:
-        print_json(dataset.to_summary())
+        print_json({**dataset.to_summary(), "imbalance_warning": imbalance_warning(dataset.counts)})
     else:
         _print_data_report(dataset)
     return EXIT_OK
@@ -107,5 +108,8 @@ def _print_data_report(dataset: Any) -> None:
         )
         for group in dataset.duplicates:
             print("  " + " = ".join(group))
+    imbalance = imbalance_warning(dataset.counts)
+    if imbalance:
+        print(f"\nWarning: {imbalance}")
     for problem in dataset.problems():
         print(f"\nNot trainable yet: {problem}")

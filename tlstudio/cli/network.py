@@ -286,10 +286,9 @@ def add_compare_cuts(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--cuts",
-        required=True,
         type=_tensor_list,
         metavar="T1,T2,...",
-        help="cut tensors to compare",
+        help="cut tensors to compare (default: the last tensor of each block and the default cut, as in the app)",
     )
     sub.add_argument(
         "--input-size",
@@ -332,14 +331,15 @@ def _cmd_compare_cuts(
     )
     load_tensorflow(args)
     from tlstudio.core.model import backbones
-    from tlstudio.core.use.cut_comparison import compare_cuts
+    from tlstudio.core.model.tensors import catalogue, default_cut_tensor
+    from tlstudio.core.use.cut_comparison import compare_cuts, default_cuts
 
     base = backbones.build_base(spec, on_event=progress, should_stop=should_stop)
     size = base.inputs[0].shape[1] or spec.input_size
     results = compare_cuts(
         base,
         dataset,
-        args.cuts,
+        args.cuts or default_cuts(catalogue(base), default_cut_tensor(base)),
         int(size),
         backbones.preprocessing_mode(spec),
         on_event=progress,

@@ -14,7 +14,7 @@ from tlstudio.cli.common import (
     UsageError,
     base_fields,
     existing_folders,
-    int_list,
+    hidden_units,
     load_tensorflow,
     positive_int,
     print_json,
@@ -117,7 +117,7 @@ def add_train(commands: Any, common: argparse.ArgumentParser) -> None:
     base.add_argument(
         "--cut",
         metavar="TENSOR",
-        help="cut tensor, e.g. block4_pool:0 (default: second-to-last layer)",
+        help="cut tensor, e.g. block4_pool:0 (default: the base's feature output, block5_pool:0 for VGG, fc2:0 with its top)",
     )
     head = sub.add_argument_group("head")
     head.add_argument(
@@ -127,9 +127,9 @@ def add_train(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     head.add_argument(
         "--hidden",
-        type=int_list,
+        type=hidden_units,
         metavar="N[,N...]",
-        help="hidden dense layer sizes, e.g. 256,128",
+        help="hidden dense layer sizes, one per layer, e.g. 256,128 or '256 128'",
     )
     head.add_argument(
         "--dropout",

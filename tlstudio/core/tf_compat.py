@@ -14,7 +14,7 @@ TensorFlow and Keras only inside the functions that need them.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 
 class CompatError(RuntimeError):

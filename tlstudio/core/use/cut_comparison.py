@@ -54,6 +54,17 @@ class CutResult:
     train_accuracy: float = float("nan")
 
 
+def default_cuts(infos: Sequence[Any], default_cut: str | None) -> list[str]:
+    """The cuts compared when none are chosen: the last cut tensor of each block (each VGG pool)
+    and the default cut, in layer order. ``infos`` is the base's tensor catalogue."""
+    last_of_block: dict[str, str] = {}
+    for info in infos:
+        if info.cuttable and info.block:
+            last_of_block[info.block] = info.name
+    chosen = set(last_of_block.values()) | ({default_cut} if default_cut else set())
+    return [info.name for info in infos if info.name in chosen]
+
+
 def compare_cuts(
     base: Any,
     dataset: Any,

@@ -20,7 +20,6 @@ inside those workers.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,9 @@ from PySide6.QtWidgets import (
 
 from tlstudio.core.spec.errors import RecipeError, TensorNameError, UserError, WeightsError
 from tlstudio.core.spec.events import Progress
-from tlstudio.core.spec.recipe import BaseSpec, HeadSpec
+from tlstudio.core.spec.hidden_units import hidden_units_text, parse_hidden_units
+from tlstudio.core.model.summary import ModelSummary, build_summary
+from tlstudio.core.spec.recipe import BaseSpec
 from tlstudio.gui import workers
 from tlstudio.gui.cut_comparison_dialog import CutComparisonDialog
 from tlstudio.gui.state import ProjectState
@@ -81,83 +82,6 @@ BATCH_NORM_TIP = (
     "subtracts the mean, which cancels any constant a bias would add; beta takes its place.</p>"
     "<p>Off: the Dense layers keep their bias and nothing is normalised.</p>"
 )
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    """What the live summary shows, computed from a classifier built by the engine.
-
-    ``trainable``/``frozen``: parameters while the head trains (base frozen).
-    ``fine_tune_trainable``: parameters trained during fine-tuning, and
-    ``fine_tuned_layers`` the base layers unfrozen then (empty when off).
-    ``head_layers``: (name, type, params, note) for each layer of the head.
-    """
-
-    model: Any
-    trainable: int
-    frozen: int
-    fine_tune_trainable: int
-    fine_tuned_layers: tuple[str, ...]
-    head_layers: tuple[tuple[str, str, int, str], ...]
-    num_classes: int
-
-
-def parse_hidden_units(text: str) -> tuple[int, ...]:
-    """``"256, 128"`` → ``(256, 128)``; empty → no hidden layer. RecipeError when not whole numbers."""
-    parts = [part for part in text.replace(";", ",").replace(" ", ",").split(",") if part]
-    try:
-        units = tuple(int(part) for part in parts)
-    except ValueError:
-        raise RecipeError(
-            "Hidden units must be whole numbers separated by commas, e.g. '256, 128', or empty for none. "
-            f"Received: {text!r}"
-        ) from None
-    if any(unit <= 0 for unit in units):
-        raise RecipeError(f"Hidden layer sizes must be positive. Received: {text!r}")
-    return units
-
-
-def _count(weights) -> int:
-    return int(sum(int(np.prod(w.shape)) for w in weights))
-
-
-def build_summary(
-    base, cut_tensor: str, num_classes: int, head: HeadSpec, preprocessing: str,
-    fine_tune_epochs: int, fine_tune_layers: int, fine_tune_from: str | None,
-    on_event=None, should_stop=None,
-) -> ModelSummary:
-    """Build the classifier the recipe describes and count what trains in each phase.
-
-    Runs in a worker thread. ``build_classifier`` and ``unfreeze_for_fine_tuning``
-    change the trainable flags of the base's layers (the cut shares them), so
-    the flags are put back afterwards: the base model shown stays as it was.
-    """
-    from tlstudio.core.model.classifier import build_classifier, unfreeze_for_fine_tuning
-
-    saved = [(layer, layer.trainable) for layer in base._flatten_layers(include_self=True, recursive=True)]
-    try:
-        model = build_classifier(base, cut_tensor, num_classes, head, preprocessing)
-        trainable = _count(model.trainable_weights)
-        frozen = _count(model.non_trainable_weights)
-        head_layers = []
-        for layer in model.layers:
-            if not layer.name.startswith("head_"):
-                continue
-            note = ""
-            if hasattr(layer, "use_bias") and hasattr(layer, "units"):
-                note = f"{layer.units} units, " + ("bias" if layer.use_bias else "no bias (batch norm follows)")
-            elif hasattr(layer, "rate"):
-                note = f"rate {layer.rate:g}"
-            head_layers.append((layer.name, type(layer).__name__, layer.count_params(), note))
-        tuned: list[str] = []
-        tune_trainable = 0
-        if fine_tune_epochs > 0:
-            tuned = unfreeze_for_fine_tuning(model, fine_tune_layers, fine_tune_from)
-            tune_trainable = _count(model.trainable_weights)
-        return ModelSummary(model, trainable, frozen, tune_trainable, tuple(tuned), tuple(head_layers), num_classes)
-    finally:
-        for layer, flag in saved:
-            layer.trainable = flag
 
 
 def sample_image(state: ProjectState, size: int) -> np.ndarray:
@@ -519,7 +443,7 @@ class ModelPage(QWidget):
         self.pooling_combo.setCurrentIndex(max(0, self.pooling_combo.findData(head.pooling)))
         self.batch_norm_check.setChecked(head.batch_norm)
         if not self.hidden_edit.hasFocus():
-            self.hidden_edit.setText(", ".join(str(u) for u in head.hidden_units))
+            self.hidden_edit.setText(hidden_units_text(head.hidden_units))
         self.dropout_spin.setValue(head.dropout)
         training = recipe.training
         self.fine_tune_epochs_spin.setValue(training.fine_tune_epochs)
