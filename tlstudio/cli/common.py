@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from tlstudio.core.spec.bases import NAMED_BASES
 from tlstudio.core.spec.errors import DataError, ModelFileError
 
 
@@ -30,12 +31,6 @@ EXIT_USER_ERROR = 2
 
 
 EXIT_CANCELLED = 130
-
-
-NAMED_BASES = ("vgg16", "vgg19", "efficientnet-lite0")
-
-
-DOWNLOADABLE_BASES = ("vgg16", "vgg19")
 
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -71,7 +66,7 @@ def status_actions(
     return actions
 
 
-BASE_HELP = "vgg16, vgg19, efficientnet-lite0, or the path of a .keras/.h5 model file"
+BASE_HELP = f"{', '.join(NAMED_BASES)}, or the path of a .keras/.h5 model file"
 
 
 def base_fields(base: str) -> dict[str, Any]:

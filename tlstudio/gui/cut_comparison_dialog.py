@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal

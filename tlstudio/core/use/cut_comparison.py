@@ -208,11 +208,11 @@ def base_label_of(base: Any) -> str:
     name is used here (its features are shared between comparisons, not with
     training; pass ``base_label`` to :func:`extract_features` to share them).
     """
-    from tlstudio.core.model import backbones
+    from tlstudio.core.spec.bases import base_for_keras_name
 
     name = str(getattr(base, "name", "") or "base")
-    zoo = {"vgg16": "vgg16", "vgg19": "vgg19", "efficientnet_lite0": backbones.LITE0}
-    return zoo.get(name, name)
+    known = base_for_keras_name(name)
+    return known.name if known is not None else name
 
 
 class _Missing(Exception):

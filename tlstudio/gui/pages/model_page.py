@@ -50,6 +50,7 @@ from tlstudio.core.spec.errors import RecipeError, TensorNameError, UserError, W
 from tlstudio.core.spec.events import Progress
 from tlstudio.core.spec.hidden_units import hidden_units_text, parse_hidden_units
 from tlstudio.core.model.summary import ModelSummary, build_summary
+from tlstudio.core.spec.bases import base_info, menu_choices
 from tlstudio.core.spec.recipe import BaseSpec
 from tlstudio.gui import workers
 from tlstudio.gui.cut_comparison_dialog import CutComparisonDialog
@@ -58,14 +59,7 @@ from tlstudio.gui.widgets.network_view import NetworkView, format_shape
 from tlstudio.gui.widgets.receptive_field_view import ReceptiveFieldView
 
 # (label, BaseSpec.name, include_top)
-BASE_CHOICES: tuple[tuple[str, str, bool], ...] = (
-    ("VGG16", "vgg16", False),
-    ("VGG16 with its fully-connected top (fc1, fc2)", "vgg16", True),
-    ("VGG19", "vgg19", False),
-    ("VGG19 with its fully-connected top (fc1, fc2)", "vgg19", True),
-    ("EfficientNet-Lite0 (weights included, works offline)", "efficientnet-lite0", False),
-    ("Open model file…", "file", False),
-)
+BASE_CHOICES: tuple[tuple[str, str, bool], ...] = menu_choices()
 SUMMARY_DELAY_MS = 250
 VALIDATE_DELAY_MS = 150
 OK_COLOUR = "#2e8b3a"
@@ -423,7 +417,7 @@ class ModelPage(QWidget):
         )]
         index = next(
             (i for i, (_, name, top) in enumerate(BASE_CHOICES)
-             if name == base.name and (top == base.include_top or name in ("file", "efficientnet-lite0"))),
+             if name == base.name and (top == base.include_top or not base_info(name).has_top_choice)),
             0,
         )
         self.base_combo.setCurrentIndex(index)
@@ -437,7 +431,7 @@ class ModelPage(QWidget):
         self.weights_combo.setCurrentIndex(weights_index)
         self.weights_combo.setEnabled(not is_file)
         self.input_size_spin.setValue(base.input_size)
-        fixed = is_file or (base.include_top and base.name in ("vgg16", "vgg19"))
+        fixed = is_file or (base.include_top and base_info(base.name).has_top_choice)
         self.input_size_spin.setEnabled(not fixed)
         head = recipe.head
         self.pooling_combo.setCurrentIndex(max(0, self.pooling_combo.findData(head.pooling)))
