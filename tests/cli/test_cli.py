@@ -18,7 +18,7 @@ import pytest
 from tlstudio import cli
 from tlstudio.cli import data as cli_data
 from tlstudio.cli import entry
-from tlstudio.cli.progress import ProgressRenderer, format_bar, format_duration
+from tlstudio.cli.progress import ProgressRenderer, format_bar
 from tlstudio.core.spec.errors import Cancelled
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
 from tlstudio.core.data.samples import make_sample_folders
@@ -244,7 +244,6 @@ def test_terminal_progress_redraws_one_line_at_most_ten_times_a_second(monkeypat
 
 def test_formatting_helpers():
     assert format_bar(0.5, width=4) == "[##--]"
-    assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05" and format_duration(None) == "?"
 
 
 def test_hidden_with_spaces_builds_one_layer_per_number(tmp_path, capsys):

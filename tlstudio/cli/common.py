@@ -157,12 +157,6 @@ def name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in text.split(",") if part.strip())
 
 
-def shape_text(shape: Sequence[int | None]) -> str:
-    """``14x14x512`` for ``(None, 14, 14, 512)``: the batch axis is left out."""
-    dims = list(shape[1:]) if shape and shape[0] is None else list(shape)
-    return "x".join("?" if d is None else str(d) for d in dims) or "scalar"
-
-
 def field_text(size: int | None, jump: int | None) -> str:
     """``40 (jump 4)``; a tensor without spatial axes sees the whole input."""
     if size is None:

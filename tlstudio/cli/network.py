@@ -19,11 +19,11 @@ from tlstudio.cli.common import (
     positive_int,
     print_json,
     print_table,
-    shape_text,
 )
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import shape_text
 
 
 def add_inspect(commands: Any, common: argparse.ArgumentParser) -> None:

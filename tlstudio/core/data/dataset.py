@@ -46,8 +46,6 @@ from tlstudio.core.spec.errors import Cancelled, DataError, ImageError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import DataSpec
 
-LAYOUTS = ("class-folders", "split-folders", "folder-per-class")
-
 _SPLIT_FOLDER_NAMES = {
     "train": ("train", "training"),
     "val": ("val", "valid", "validation"),

@@ -48,6 +48,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tlstudio.core.spec import anatomy
+from tlstudio.core.spec.text import tlstudio_version
 from tlstudio.core.spec.errors import Cancelled, DataError, ExportError, ImageError, UserError
 from tlstudio.core.use.evaluation import load_evaluations
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
@@ -228,7 +229,7 @@ def model_card(run: Run, model, artifacts: dict[str, Path], checks: Sequence[Art
             for c in checks
         ],
         "versions": {
-            "tlstudio": _tlstudio_version(),
+            "tlstudio": tlstudio_version(),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "numpy": np.__version__,
@@ -644,11 +645,3 @@ def _lists(value):
         return [_lists(item) for item in value]
     return value
 
-
-def _tlstudio_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tlstudio")
-    except PackageNotFoundError:
-        return "unknown"

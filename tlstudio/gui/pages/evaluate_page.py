@@ -224,11 +224,6 @@ class EvaluatePage(QWidget):
     def split(self) -> str:
         return self.split_combo.currentData()
 
-    def set_split(self, split: str) -> None:
-        """Choose the split ("val" or "test") and evaluate it."""
-        self.split_combo.setCurrentIndex(self.split_combo.findData(split))
-        self._evaluate_current(reuse=True)
-
     def _update_splits(self) -> None:
         """Grey out the test split when the project's data is known to have none."""
         dataset = self.state.dataset

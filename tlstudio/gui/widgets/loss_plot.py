@@ -198,11 +198,6 @@ class LossPlot(QWidget):
     def plots(self) -> tuple[pg.PlotItem, ...]:
         return (self.loss_plot, self.accuracy_plot, self.lr_plot)
 
-    @property
-    def fine_tune_at(self) -> float | None:
-        """Where (in epochs) the fine-tuning phase started, or None."""
-        return self._fine_tune_at
-
     @staticmethod
     def _batch_curve(plot: pg.PlotItem, pen, name: str | None) -> pg.PlotDataItem:
         """A per-batch curve: a line without symbols, clipped to the view, min/max-downsampled per pixel."""
