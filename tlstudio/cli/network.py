@@ -67,12 +67,12 @@ def _cmd_inspect(
 ) -> int:
     spec = base_spec(args)
     load_tensorflow(args)
-    from tlstudio.core.model import backbones, tensors
+    from tlstudio.core.model import backbones, tensors, traced_names
 
     model = backbones.build_base(spec, on_event=progress, should_stop=should_stop)
     infos = tensors.catalogue(model)
     default_cut = tensors.default_cut_tensor(model)
-    graph = tensors.graph_tensors(model) if args.graph else {}
+    graph = traced_names.graph_tensors(model) if args.graph else {}
     if args.json:
         rows = []
         for info in infos:
