@@ -133,6 +133,25 @@ def existing_folders(folders: Sequence[str], what: str) -> list[str]:
     return [str(folder) for folder in folders]
 
 
+def split_arguments(group: Any, defaults: bool) -> None:
+    """``--val-fraction`` and ``--seed`` of the validation split. Without ``defaults`` they are None
+    when not given, so a project file's values stand."""
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2 if defaults else None,
+        metavar="F",
+        help="validation share (default 0.2)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0 if defaults else None,
+        metavar="N",
+        help="seed of the validation split (default 0)",
+    )
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tlstudio.cli.common import EXIT_OK, print_json, print_table
+from tlstudio.cli.common import EXIT_OK, print_json, print_table, split_arguments
 from tlstudio.core.data.balance import imbalance_warning
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.events import ShouldStop
@@ -21,20 +21,7 @@ def add_data(commands: Any, common: argparse.ArgumentParser) -> None:
         "their image counts, the validation split, skipped files with reasons, empty classes and duplicates.",
     )
     sub.add_argument("folders", nargs="+", metavar="DIR", help="image folder(s)")
-    sub.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        metavar="F",
-        help="validation share (default 0.2)",
-    )
-    sub.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="N",
-        help="seed of the validation split (default 0)",
-    )
+    split_arguments(sub, defaults=True)
     sub.add_argument(
         "--exclude", nargs="+", default=(), metavar="CLASS", help="classes to leave out"
     )

@@ -19,6 +19,7 @@ from tlstudio.cli.common import (
     positive_int,
     print_json,
     print_table,
+    split_arguments,
 )
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.errors import UserError
@@ -296,20 +297,7 @@ def add_compare_cuts(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="input width and height (default 224)",
     )
-    sub.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        metavar="F",
-        help="validation share (default 0.2)",
-    )
-    sub.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="N",
-        help="seed of the validation split (default 0)",
-    )
+    split_arguments(sub, defaults=True)
     sub.add_argument(
         "--json", action="store_true", help="print one JSON object per cut, in a list"
     )

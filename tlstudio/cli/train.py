@@ -19,6 +19,7 @@ from tlstudio.cli.common import (
     positive_int,
     print_json,
     print_table,
+    split_arguments,
     weights_choice,
 )
 from tlstudio.cli.progress import ProgressRenderer
@@ -87,12 +88,7 @@ def add_train(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="image folder(s), as for 'tlstudio data'",
     )
-    data.add_argument(
-        "--val-fraction", type=float, metavar="F", help="validation share (default 0.2)"
-    )
-    data.add_argument(
-        "--seed", type=int, metavar="N", help="seed of the validation split (default 0)"
-    )
+    split_arguments(data, defaults=False)
     data.add_argument(
         "--exclude", nargs="+", metavar="CLASS", help="classes to leave out"
     )

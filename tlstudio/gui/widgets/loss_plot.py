@@ -28,10 +28,11 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, PhaseStarted
+from tlstudio.gui.widgets.plot_palette import apply_palette
 
 REDRAW_INTERVAL_MS = 200
 SMOOTHING = 0.9
@@ -328,20 +329,7 @@ class LossPlot(QWidget):
 
     def _apply_palette(self) -> None:
         """Follow the window's light or dark palette instead of pyqtgraph's black."""
-        palette = self.palette()
-        background = palette.color(QPalette.ColorRole.Base)
-        text = palette.color(QPalette.ColorRole.Text)
-        self._canvas.setBackground(background)
-        for plot in self.plots:
-            plot.setTitle(plot.titleLabel.text, color=text)
-            for side in ("left", "bottom"):
-                axis = plot.getAxis(side)
-                axis.setPen(pg.mkPen(text))
-                axis.setTextPen(pg.mkPen(text))
-            if plot.legend is not None:
-                plot.legend.setLabelTextColor(text)
-                for _, label in plot.legend.items:
-                    label.setText(label.text, color=text)
+        apply_palette(self._canvas, self.plots, self.palette())
 
 
 def _demo() -> None:
