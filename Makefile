@@ -1,6 +1,7 @@
-# The two fresh-machine commands of the README:
-#   make run   installs TL Studio into .venv and opens the app
-#   make test  installs it with the test tools and runs the whole suite
+# The fresh-machine commands of the README:
+#   make run     installs TL Studio into .venv and opens the app
+#   make test    installs it with the test tools, checks the import contracts and runs the whole suite
+#   make lint    checks the import contracts only (the layers of tlstudio/core, no Qt in core or the CLI)
 #   make bundle  builds the one-folder PyInstaller bundle in dist/tlstudio and self-tests it
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,8 +26,10 @@ run: install
 	$(PYTHON) packaging/system_libs.py --install
 	$(BIN)/tlstudio
 
-test: install-test
+lint: install-test
 	$(BIN)/lint-imports
+
+test: lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
 bundle: install-bundle

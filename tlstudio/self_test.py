@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
+from tlstudio.core.spec.text import tlstudio_version
+
 EXPORT_FORMATS = ("keras", "tflite", "onnx")
 """Formats exported by the self-test: the native one, and the two that pull in separate converters."""
 
@@ -141,18 +143,10 @@ def run_self_test(out: TextIO | None = None, err: TextIO | None = None) -> int:
 def _summary(versions: dict[str, str]) -> str:
     """``tlstudio 0.1.0 (bundle), Python 3.11.7, TensorFlow 2.21.0, ...``."""
     kind = "bundle" if getattr(sys, "frozen", False) else "source"
-    parts = [f"tlstudio {_tlstudio_version()} ({kind})", f"Python {platform.python_version()}"]
+    parts = [f"tlstudio {tlstudio_version()} ({kind})", f"Python {platform.python_version()}"]
     parts += [f"{name} {version}" for name, version in versions.items()]
     return ", ".join(parts)
 
-
-def _tlstudio_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tlstudio")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

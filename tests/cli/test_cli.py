@@ -18,7 +18,7 @@ import pytest
 from tlstudio import cli
 from tlstudio.cli import data as cli_data
 from tlstudio.cli import entry
-from tlstudio.cli.progress import ProgressRenderer, format_bar, format_duration
+from tlstudio.cli.progress import ProgressRenderer, format_bar
 from tlstudio.core.spec.errors import Cancelled
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
 from tlstudio.core.data.samples import make_sample_folders
@@ -244,4 +244,25 @@ def test_terminal_progress_redraws_one_line_at_most_ten_times_a_second(monkeypat
 
 def test_formatting_helpers():
     assert format_bar(0.5, width=4) == "[##--]"
-    assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05" and format_duration(None) == "?"
+
+
+def test_hidden_with_spaces_builds_one_layer_per_number(tmp_path, capsys):
+    images = make_sample_folders(tmp_path / "images", per_class=2)
+    assert cli.main(["train", "--data", str(images), "--base", "vgg16", "--hidden", "256 128",
+                     "--dry-run", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["head"]["hidden_units"] == [256, 128]
+    assert cli.main(["train", "--data", str(images), "--base", "vgg16", "--hidden", "256 x", "--dry-run"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--hidden", "256 x")
+
+
+def test_data_warns_about_imbalanced_classes_like_the_app(tmp_path, capsys):
+    root = make_sample_folders(tmp_path / "data", classes=("many",), per_class=16)
+    make_sample_folders(root, classes=("few",), per_class=4, seed=3)
+    assert cli.main(["data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "Warning: The classes are imbalanced: 'many' has 16 images, 'few' only 4" in out
+    assert cli.main(["data", str(root), "--json"]) == 0
+    assert "'few' only 4" in json.loads(capsys.readouterr().out)["imbalance_warning"]
+    balanced = make_sample_folders(tmp_path / "balanced", per_class=3)
+    assert cli.main(["data", str(balanced)]) == 0
+    assert "imbalanced" not in capsys.readouterr().out

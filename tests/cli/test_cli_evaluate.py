@@ -47,6 +47,7 @@ SCRIPT = textwrap.dedent(
                            f"{work}/predictions.csv"),
         "compare_cuts": run("compare-cuts", "--data", images, "--base", base, "--input-size", "32",
                             "--cuts", "block1_pool:0,block3_pool:0", "--json"),
+        "compare_default": run("compare-cuts", "--data", images, "--base", base, "--input-size", "32", "--json"),
         "compare_bad_cut": run("compare-cuts", "--data", images, "--base", base, "--cuts", "block3_pool"),
         "runs": run("runs", work, "--json"),
     }
@@ -117,6 +118,8 @@ def test_evaluate_explain_activations_compare_and_predict_csv(tmp_path):
     cuts = json.loads(results["compare_cuts"]["stdout"])
     assert [c["tensor"] for c in cuts] == ["block1_pool:0", "block3_pool:0"]
     assert [c["feature_size"] for c in cuts] == [4, 8]
+    defaults = json.loads(results["compare_default"]["stdout"])
+    assert [c["tensor"] for c in defaults] == ["block1_pool:0", "block2_pool:0", "block3_pool:0"]
     one_error_line(results["compare_bad_cut"], "block3_pool:0")
 
     listed = json.loads(results["runs"]["stdout"])

@@ -8,7 +8,7 @@ from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from tlstudio.core.data.samples import make_sample_folders
-from tlstudio.gui.pages.data_page import DataPage, imbalance_warning
+from tlstudio.gui.pages.data_page import DataPage
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.thumbnails import ThumbnailGrid
 
@@ -165,11 +165,6 @@ def test_duplicates_and_imbalance_are_reported(qtbot, page, tmp_path):
     text = page.warnings_label.text()
     assert "imbalanced" in text and "'few'" in text
     assert page.duplicates_tree.topLevelItemCount() == 1
-
-
-def test_imbalance_threshold():
-    assert imbalance_warning({"a": 30, "b": 10}) == ""
-    assert "imbalanced" in imbalance_warning({"a": 31, "b": 10})
 
 
 def test_thumbnails_load_only_visible_rows(qtbot, image_root):

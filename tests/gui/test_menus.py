@@ -75,6 +75,10 @@ def test_gpu_doctor_opens_the_dialog(qtbot, window, monkeypatch):
 
 
 def test_gpu_doctor_waits_for_tensorflow(window):
+    assert not window.state.tensorflow_ready
+    assert not window.doctor_action.isEnabled()
+    window.state.set_tensorflow_ready(True)
+    assert window.doctor_action.isEnabled()
     window.state.set_tensorflow_ready(False)
     assert not window.doctor_action.isEnabled()
 

@@ -9,7 +9,7 @@ from tlstudio.core.model import backbones
 from tlstudio.core.spec.errors import WeightsError
 from tlstudio.core.model.tensors import catalogue
 from tlstudio.gui import workers
-from tlstudio.gui.pages.model_page import ModelPage, parse_hidden_units
+from tlstudio.gui.pages.model_page import ModelPage
 from tlstudio.gui.state import ProjectState
 
 
@@ -138,8 +138,12 @@ def test_offline_download_shows_the_engines_message(qtbot, page, state, monkeypa
     assert "Traceback" not in page.weights_message.text()
 
 
-def test_hidden_units_text():
-    assert parse_hidden_units("256, 128") == (256, 128)
-    assert parse_hidden_units("") == ()
-    with pytest.raises(Exception, match="whole numbers"):
-        parse_hidden_units("12, x")
+def test_hidden_units_field_reads_each_number_as_a_layer(qtbot, page, state):
+    page.hidden_edit.setText("256 128")
+    page.hidden_edit.editingFinished.emit()
+    assert state.recipe.head.hidden_units == (256, 128)
+    assert not page.hidden_message.isVisibleTo(page)
+    page.hidden_edit.setText("12, x")
+    page.hidden_edit.editingFinished.emit()
+    assert state.recipe.head.hidden_units == (256, 128)
+    assert page.hidden_message.isVisibleTo(page) and "whole numbers" in page.hidden_message.text()

@@ -8,7 +8,7 @@ from tlstudio.core.train import training
 from tlstudio.core.data.dataset import scan_dataset
 from tlstudio.core.spec.events import BatchEnded
 from tlstudio.gui import workers
-from tlstudio.gui.pages.train_page import TrainPage, format_duration
+from tlstudio.gui.pages.train_page import TrainPage
 from tlstudio.gui.state import ProjectState
 
 
@@ -126,8 +126,3 @@ def test_device_badge_comes_from_the_engine(qtbot, page):
     qtbot.waitUntil(lambda: page.badge.text() != "Detecting device…", timeout=60_000)
     assert page.badge.text().startswith(("CPU", "GPU"))
 
-
-def test_durations():
-    assert format_duration(75.2) == "1:15"
-    assert format_duration(3725) == "1:02:05"
-    assert format_duration(None) == "…"

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from tlstudio.core.spec.bases import NAMED_BASES
 from tlstudio.core.spec.errors import DataError, ModelFileError
 
 
@@ -30,12 +31,6 @@ EXIT_USER_ERROR = 2
 
 
 EXIT_CANCELLED = 130
-
-
-NAMED_BASES = ("vgg16", "vgg19", "efficientnet-lite0")
-
-
-DOWNLOADABLE_BASES = ("vgg16", "vgg19")
 
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -71,7 +66,7 @@ def status_actions(
     return actions
 
 
-BASE_HELP = "vgg16, vgg19, efficientnet-lite0, or the path of a .keras/.h5 model file"
+BASE_HELP = f"{', '.join(NAMED_BASES)}, or the path of a .keras/.h5 model file"
 
 
 def base_fields(base: str) -> dict[str, Any]:
@@ -138,6 +133,25 @@ def existing_folders(folders: Sequence[str], what: str) -> list[str]:
     return [str(folder) for folder in folders]
 
 
+def split_arguments(group: Any, defaults: bool) -> None:
+    """``--val-fraction`` and ``--seed`` of the validation split. Without ``defaults`` they are None
+    when not given, so a project file's values stand."""
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2 if defaults else None,
+        metavar="F",
+        help="validation share (default 0.2)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0 if defaults else None,
+        metavar="N",
+        help="seed of the validation split (default 0)",
+    )
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -147,23 +161,19 @@ def positive_int(text: str) -> int:
     return value
 
 
-def int_list(text: str) -> tuple[int, ...]:
+def hidden_units(text: str) -> tuple[int, ...]:
+    """``--hidden`` read as the app reads its field: ``"256,128"`` and ``"256 128"`` are two layers."""
+    from tlstudio.core.spec.errors import RecipeError
+    from tlstudio.core.spec.hidden_units import parse_hidden_units
+
     try:
-        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected whole numbers separated by commas, e.g. 256,128; got {text!r}"
-        ) from None
+        return parse_hidden_units(text)
+    except RecipeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in text.split(",") if part.strip())
-
-
-def shape_text(shape: Sequence[int | None]) -> str:
-    """``14x14x512`` for ``(None, 14, 14, 512)``: the batch axis is left out."""
-    dims = list(shape[1:]) if shape and shape[0] is None else list(shape)
-    return "x".join("?" if d is None else str(d) for d in dims) or "scalar"
 
 
 def field_text(size: int | None, jump: int | None) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tlstudio.cli.common import EXIT_OK, print_json, print_table
+from tlstudio.cli.common import EXIT_OK, print_json, print_table, split_arguments
+from tlstudio.core.data.balance import imbalance_warning
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.events import ShouldStop
 
@@ -20,20 +21,7 @@ def add_data(commands: Any, common: argparse.ArgumentParser) -> None:
         "their image counts, the validation split, skipped files with reasons, empty classes and duplicates.",
     )
     sub.add_argument("folders", nargs="+", metavar="DIR", help="image folder(s)")
-    sub.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        metavar="F",
-        help="validation share (default 0.2)",
-    )
-    sub.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="N",
-        help="seed of the validation split (default 0)",
-    )
+    split_arguments(sub, defaults=True)
     sub.add_argument(
         "--exclude", nargs="+", default=(), metavar="CLASS", help="classes to leave out"
     )
@@ -66,7 +54,7 @@ def _cmd_data(
         dataset = verify_dataset(dataset, on_event=progress, should_stop=should_stop)
     progress.close()
     if args.json:
-        print_json(dataset.to_summary())
+        print_json({**dataset.to_summary(), "imbalance_warning": imbalance_warning(dataset.counts)})
     else:
         _print_data_report(dataset)
     return EXIT_OK
@@ -108,5 +96,8 @@ def _print_data_report(dataset: Any) -> None:
         )
         for group in dataset.duplicates:
             print("  " + " = ".join(group))
+    imbalance = imbalance_warning(dataset.counts)
+    if imbalance:
+        print(f"\nWarning: {imbalance}")
     for problem in dataset.problems():
         print(f"\nNot trainable yet: {problem}")

@@ -37,6 +37,7 @@ from tlstudio.cli.common import (
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.errors import Cancelled, UserError
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import tlstudio_version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run without arguments to open the desktop app.",
         epilog="Example: tlstudio train --data photos/ --base vgg16 --epochs 5",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tlstudio_version()}")
     commands = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=Parser
     )
@@ -126,15 +127,6 @@ def _silence_stdout() -> None:
     complaining again while it flushes stdout at exit."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tlstudio")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _no_command(

@@ -7,15 +7,14 @@ import dataclasses
 from typing import Any
 
 from tlstudio.cli.common import (
-    DOWNLOADABLE_BASES,
     EXIT_OK,
-    NAMED_BASES,
     load_tensorflow,
     print_json,
     print_table,
     status_actions,
 )
 from tlstudio.cli.progress import ProgressRenderer
+from tlstudio.core.spec.bases import DOWNLOADABLE_BASES, NAMED_BASES
 from tlstudio.core.spec.events import ShouldStop
 
 
@@ -76,10 +75,11 @@ def _cmd_weights_status(
                     "url": wf.url,
                 }
             )
-    state, path = backbones.weights_status("efficientnet-lite0", False)
+    lite0 = next(name for name in NAMED_BASES if name not in DOWNLOADABLE_BASES)
+    state, path = backbones.weights_status(lite0, False)
     entries.append(
         {
-            "base": "efficientnet-lite0",
+            "base": lite0,
             "include_top": None,
             "status": state,
             "path": str(path) if path else None,

@@ -19,11 +19,12 @@ from tlstudio.cli.common import (
     positive_int,
     print_json,
     print_table,
-    shape_text,
+    split_arguments,
 )
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import shape_text
 
 
 def add_inspect(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -67,12 +68,12 @@ def _cmd_inspect(
 ) -> int:
     spec = base_spec(args)
     load_tensorflow(args)
-    from tlstudio.core.model import backbones, tensors
+    from tlstudio.core.model import backbones, tensors, traced_names
 
     model = backbones.build_base(spec, on_event=progress, should_stop=should_stop)
     infos = tensors.catalogue(model)
     default_cut = tensors.default_cut_tensor(model)
-    graph = tensors.graph_tensors(model) if args.graph else {}
+    graph = traced_names.graph_tensors(model) if args.graph else {}
     if args.json:
         rows = []
         for info in infos:
@@ -286,10 +287,9 @@ def add_compare_cuts(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--cuts",
-        required=True,
         type=_tensor_list,
         metavar="T1,T2,...",
-        help="cut tensors to compare",
+        help="cut tensors to compare (default: the last tensor of each block and the default cut, as in the app)",
     )
     sub.add_argument(
         "--input-size",
@@ -297,20 +297,7 @@ def add_compare_cuts(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="input width and height (default 224)",
     )
-    sub.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        metavar="F",
-        help="validation share (default 0.2)",
-    )
-    sub.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="N",
-        help="seed of the validation split (default 0)",
-    )
+    split_arguments(sub, defaults=True)
     sub.add_argument(
         "--json", action="store_true", help="print one JSON object per cut, in a list"
     )
@@ -332,14 +319,15 @@ def _cmd_compare_cuts(
     )
     load_tensorflow(args)
     from tlstudio.core.model import backbones
-    from tlstudio.core.use.cut_comparison import compare_cuts
+    from tlstudio.core.model.tensors import catalogue, default_cut_tensor
+    from tlstudio.core.use.cut_comparison import compare_cuts, default_cuts
 
     base = backbones.build_base(spec, on_event=progress, should_stop=should_stop)
     size = base.inputs[0].shape[1] or spec.input_size
     results = compare_cuts(
         base,
         dataset,
-        args.cuts,
+        args.cuts or default_cuts(catalogue(base), default_cut_tensor(base)),
         int(size),
         backbones.preprocessing_mode(spec),
         on_event=progress,

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
+from tlstudio.core.spec.text import duration_text
 from tlstudio.core.spec.events import (
     BatchEnded,
     EpochEnded,
@@ -40,16 +41,6 @@ def format_bar(fraction: float, width: int = BAR_WIDTH) -> str:
     fraction = min(max(fraction, 0.0), 1.0)
     filled = int(round(fraction * width))
     return "[" + "#" * filled + "-" * (width - filled) + "]"
-
-
-def format_duration(seconds: float | None) -> str:
-    """``1:02:03`` or ``2:03`` for a number of seconds; ``?`` when unknown."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "?"
-    whole = int(round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -182,7 +173,7 @@ class ProgressRenderer:
         self._live_update(
             f"{event.phase} epoch {self._epoch_label(event.epoch)} {progress}  "
             f"loss {event.loss:.4f}  acc {event.accuracy:.4f}  "
-            f"{event.images_per_second:.0f} img/s  ETA {format_duration(event.eta_seconds)}"
+            f"{event.images_per_second:.0f} img/s  ETA {duration_text(event.eta_seconds)}"
         )
 
     def _epoch_label(self, epoch: int) -> str:

@@ -14,11 +14,12 @@ from tlstudio.cli.common import (
     UsageError,
     base_fields,
     existing_folders,
-    int_list,
+    hidden_units,
     load_tensorflow,
     positive_int,
     print_json,
     print_table,
+    split_arguments,
     weights_choice,
 )
 from tlstudio.cli.progress import ProgressRenderer
@@ -87,12 +88,7 @@ def add_train(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="image folder(s), as for 'tlstudio data'",
     )
-    data.add_argument(
-        "--val-fraction", type=float, metavar="F", help="validation share (default 0.2)"
-    )
-    data.add_argument(
-        "--seed", type=int, metavar="N", help="seed of the validation split (default 0)"
-    )
+    split_arguments(data, defaults=False)
     data.add_argument(
         "--exclude", nargs="+", metavar="CLASS", help="classes to leave out"
     )
@@ -117,7 +113,7 @@ def add_train(commands: Any, common: argparse.ArgumentParser) -> None:
     base.add_argument(
         "--cut",
         metavar="TENSOR",
-        help="cut tensor, e.g. block4_pool:0 (default: second-to-last layer)",
+        help="cut tensor, e.g. block4_pool:0 (default: the base's feature output, block5_pool:0 for VGG, fc2:0 with its top)",
     )
     head = sub.add_argument_group("head")
     head.add_argument(
@@ -127,9 +123,9 @@ def add_train(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     head.add_argument(
         "--hidden",
-        type=int_list,
+        type=hidden_units,
         metavar="N[,N...]",
-        help="hidden dense layer sizes, e.g. 256,128",
+        help="hidden dense layer sizes, one per layer, e.g. 256,128 or '256 128'",
     )
     head.add_argument(
         "--dropout",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
@@ -44,16 +44,6 @@ BEST_COLOUR = QColor(46, 139, 58)
 COLUMNS = ("Cut tensor", "Features", "Val accuracy", "Train accuracy", "Fit time")
 
 
-def default_cuts(infos: Sequence[Any], default_cut: str | None) -> list[str]:
-    """The last cut tensor of each block (each VGG pool) and the default cut, in layer order."""
-    last_of_block: dict[str, str] = {}
-    for info in infos:
-        if info.cuttable and info.block:
-            last_of_block[info.block] = info.name
-    chosen = set(last_of_block.values()) | ({default_cut} if default_cut else set())
-    return [info.name for info in infos if info.name in chosen]
-
-
 def _percent(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.1%}"
 
@@ -72,6 +62,7 @@ class CutComparisonDialog(QDialog):
         self.resize(960, 600)
 
         from tlstudio.core.model.tensors import catalogue, default_cut_tensor
+        from tlstudio.core.use.cut_comparison import default_cuts
 
         model = state.base_model
         self._infos = catalogue(model) if model is not None else []

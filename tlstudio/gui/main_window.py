@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.spec.errors import UserError
+from tlstudio.core.spec.text import tlstudio_version
 from tlstudio.gui import workers
 from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
@@ -589,7 +590,7 @@ class MainWindow(QMainWindow):
         QMessageBox.about(
             self,
             "About TL Studio",
-            f"<h3>TL Studio {_version()}</h3>"
+            f"<h3>TL Studio {tlstudio_version()}</h3>"
             "<p>Build your own image classifier by transfer learning from a pretrained network "
             "(VGG16, VGG19, EfficientNet-Lite0 or your own model), without writing code.</p>"
             "<p>Every step also runs from the command line: <code>tlstudio --help</code>.</p>"
@@ -678,12 +679,3 @@ def clear_feature_cache(on_event=None, should_stop=None) -> int:
 def _megabytes(size: int) -> str:
     megabytes = size / MEBIBYTE
     return f"{megabytes:.1f} MB" if 0 < megabytes < 10 else f"{megabytes:.0f} MB"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tlstudio")
-    except PackageNotFoundError:
-        return ""

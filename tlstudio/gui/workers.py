@@ -101,10 +101,6 @@ class WorkerHandle(QObject):
         """Ask the function to stop; it raises ``Cancelled`` at its next check."""
         self._stop.set()
 
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
-
     def is_running(self) -> bool:
         return self in _active and not self._finished
 

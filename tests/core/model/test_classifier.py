@@ -9,7 +9,8 @@ import pytest
 from tlstudio.core.model.classifier import build_classifier, unfreeze_for_fine_tuning
 from tlstudio.core.spec.errors import DataError, RecipeError, TensorNameError
 from tlstudio.core.spec.recipe import HeadSpec
-from tlstudio.core.model.tensors import default_cut_tensor, graph_tensors
+from tlstudio.core.model.tensors import default_cut_tensor
+from tlstudio.core.model.traced_names import graph_tensors
 
 
 def _images(count: int = 4, size: int = 32) -> np.ndarray:

@@ -11,9 +11,9 @@ from tlstudio.core.model.tensors import (
     catalogue,
     cut_model,
     default_cut_tensor,
-    graph_tensors,
     resolve_tensor,
 )
+from tlstudio.core.model.traced_names import graph_tensors
 
 
 class _TwoHalves(keras.layers.Layer):

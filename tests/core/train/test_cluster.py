@@ -100,7 +100,12 @@ def test_workers_that_answer_are_found():
         other.listen(1)
         address = f"127.0.0.1:{other.getsockname()[1]}"
         config = _read(_config(workers=(address, f"127.0.0.1:{mine}"), index=1))
-        cluster.wait_for_workers(config, timeout=5.0)
+        assert cluster.wait_for_workers(config, timeout=5.0) is None
+        other.settimeout(5.0)
+        probe, _ = other.accept()  # the wait really connected to the answering worker
+        probe.close()
+    with socket.socket() as check:
+        check.bind(("127.0.0.1", mine))  # and freed its own port again, for TensorFlow's server
 
 
 def test_a_port_in_use_is_reported():

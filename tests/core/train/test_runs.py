@@ -92,3 +92,18 @@ def test_write_json_is_atomic_and_readable(tmp_path):
     path = runs.write_json(tmp_path / "x.json", {"a": [1, 2]})
     assert json.loads(path.read_text(encoding="utf-8")) == {"a": [1, 2]}
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_saved_run_reopens_as_the_result_its_training_returned(tmp_path):
+    from tlstudio.core.train.run_result import run_result
+    from tlstudio.core.train.training import RunResult
+
+    _write_run(tmp_path / "r1", classes=("cats", "dogs"), metrics={"val_accuracy": 0.9, "best_epoch": 2},
+               history={"loss": [1.0, 0.5, 0.4], "val_accuracy": [0.5, 0.9, 0.8]})
+    result = run_result(runs.load_run(tmp_path / "r1"))
+    assert isinstance(result, RunResult)
+    assert result.run_dir == tmp_path / "r1"
+    assert result.classes == ("cats", "dogs")
+    assert result.history == {"loss": [1.0, 0.5, 0.4], "val_accuracy": [0.5, 0.9, 0.8]}
+    assert result.metrics["val_accuracy"] == 0.9 and result.best_epoch == 2
+    assert not result.cancelled and result.chief

@@ -175,3 +175,16 @@ def test_a_training_after_a_comparison_reads_its_features_from_the_cache(image_r
     total = len(data.train) + len(data.val)
     assert sum(extracted) == 0
     assert any(f"{total} image(s) read from the cache, 0 extracted" in text for text in _cache_messages(events))
+
+
+def test_default_cuts_are_each_block_end_and_the_default_cut_in_layer_order():
+    from tlstudio.core.model.tensors import catalogue, default_cut_tensor
+    from tlstudio.core.use.cut_comparison import default_cuts
+
+    tiny = make_tiny_vgg()
+    infos = catalogue(tiny)
+    assert default_cuts(infos, default_cut_tensor(tiny)) == ["block1_pool:0", "block2_pool:0", "block3_pool:0"]
+    assert default_cuts(infos, "block2_conv1:0") == ["block1_pool:0", "block2_conv1:0", "block2_pool:0",
+                                                     "block3_pool:0"]
+    with_top = make_tiny_vgg(include_top=True)
+    assert default_cuts(catalogue(with_top), default_cut_tensor(with_top))[-1] == "fc2:0"

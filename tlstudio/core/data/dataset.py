@@ -44,8 +44,6 @@ from tlstudio.core.spec.errors import DataError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import DataSpec
 
-LAYOUTS = ("class-folders", "split-folders", "folder-per-class")
-
 _PARTIAL_HASH_BYTES = 64 * 1024
 
 

@@ -54,7 +54,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from tlstudio.core import tf_compat
 from tlstudio.core.spec import paths, settings
+from tlstudio.core.spec.anatomy import is_head_layer
 from tlstudio.core.spec.atomic import write_atomic_with
 
 FORMAT_VERSION = 1
@@ -162,9 +164,9 @@ def feature_set_key(frozen: Any, base: str, cut_tensor: str) -> FeatureSetKey:
     ``cut_tensor`` tells apart cuts whose layers and shapes look alike.
     Preprocessing, pooling and input size are read from ``frozen`` itself.
     """
-    layers = list(frozen._flatten_layers(include_self=False))
+    layers = tf_compat.all_layers(frozen, include_self=False)
     preprocessing = next((str(layer.mode) for layer in layers if type(layer).__name__ == "Preprocess"), "none")
-    pooling = "+".join(type(layer).__name__ for layer in layers if layer.name.startswith("head_")) or "none"
+    pooling = "+".join(type(layer).__name__ for layer in layers if is_head_layer(layer)) or "none"
     return FeatureSetKey(
         base=str(base),
         cut_tensor=str(cut_tensor),

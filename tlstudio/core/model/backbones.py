@@ -1,4 +1,5 @@
-"""The model zoo: VGG16, VGG19, EfficientNet-Lite0 and the user's own model files.
+"""Building the base models of the registry (:mod:`tlstudio.core.spec.bases`): VGG16, VGG19,
+EfficientNet-Lite0 and the user's own model files.
 
 Also where ImageNet weights come from. VGG weights are the official Keras
 files, looked for in this order:
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlstudio.core.spec import paths
+from tlstudio.core.spec.bases import DOWNLOADABLE_BASES, base_info
 from tlstudio.core.model.lite0_weights import bundled_weights_path
 from tlstudio.core.model.model_files import check_keras_version, check_model_file
 from tlstudio.core.spec.errors import Cancelled, ModelFileError, RecipeError, WeightsError
@@ -39,8 +41,7 @@ if TYPE_CHECKING:
 
 MIRROR_ENV = "TLSTUDIO_WEIGHTS_MIRROR"
 CHUNK_BYTES = 256 * 1024
-VGG_BASES = ("vgg16", "vgg19")
-LITE0 = "efficientnet-lite0"
+VGG_BASES = DOWNLOADABLE_BASES
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def weights_file(base: str, include_top: bool) -> WeightsFile:
     try:
         return OFFICIAL_WEIGHTS[(base, bool(include_top))]
     except KeyError:
-        note = " (its weights ship with TL Studio; nothing to download)" if base == LITE0 else ""
+        note = " (its weights ship with TL Studio; nothing to download)" if _weights_kind(base) == "bundled" else ""
         raise WeightsError(
             f"There is no downloadable weights file for base model {base!r}{note}. "
             f"Downloadable: {', '.join(VGG_BASES)}. Received: base={base!r}"
@@ -109,7 +110,7 @@ def weights_status(base: str, include_top: bool) -> tuple[str, Path | None]:
     This is a quick look (the file exists with the right size); the md5 is
     checked when the weights are resolved for use.
     """
-    if base == LITE0:
+    if _weights_kind(base) == "bundled":
         bundled = bundled_weights_path()
         return ("bundled", bundled) if bundled else ("missing", None)
     wf = weights_file(base, include_top)
@@ -411,15 +412,16 @@ def _check_image_input(model: "keras.Model", source: Path) -> None:
 def _build_vgg(spec: BaseSpec, weights: str | None) -> "keras.Model":
     import keras
 
-    constructor = keras.applications.VGG16 if spec.name == "vgg16" else keras.applications.VGG19
+    constructor = {"vgg16": keras.applications.VGG16, "vgg19": keras.applications.VGG19}[spec.name]
+    minimum = base_info(spec.name).min_input
     try:
         return constructor(
             include_top=spec.include_top, weights=weights, input_shape=(spec.input_size, spec.input_size, 3)
         )
     except ValueError as error:
-        if spec.input_size < 32:
+        if spec.input_size < minimum:
             raise RecipeError(
-                f"VGG needs inputs of at least 32x32 pixels. Received: input_size={spec.input_size!r}"
+                f"VGG needs inputs of at least {minimum}x{minimum} pixels. Received: input_size={spec.input_size!r}"
             ) from None
         if weights is not None:
             raise WeightsError(
@@ -447,7 +449,8 @@ def build_base(spec: BaseSpec, on_event: OnEvent = ignore_event, should_stop: Sh
     a Keras weights file. Lite0: bundled ImageNet weights, ``"none"`` or a
     ``.weights.h5`` path. ``"file"``: the user's own model, loaded safely.
     """
-    if spec.name in VGG_BASES:
+    builder = base_info(spec.name).builder
+    if builder == "vgg":
         if spec.weights == "none":
             weights = None
         elif spec.weights == "imagenet":
@@ -459,7 +462,7 @@ def build_base(spec: BaseSpec, on_event: OnEvent = ignore_event, should_stop: Sh
         if should_stop():
             raise Cancelled()
         return _build_vgg(spec, weights)
-    if spec.name == LITE0:
+    if builder == "lite":
         from tlstudio.core.model.efficientnet_lite import build_efficientnet_lite0
 
         if spec.weights in ("imagenet", "none"):
@@ -479,8 +482,11 @@ def build_base(spec: BaseSpec, on_event: OnEvent = ignore_event, should_stop: Sh
 
 def preprocessing_mode(spec: BaseSpec) -> str:
     """The ``Preprocess`` mode a base expects: ``caffe`` (VGG), ``lite`` (Lite0), ``none`` (user files)."""
-    if spec.name in VGG_BASES:
-        return "caffe"
-    if spec.name == LITE0:
-        return "lite"
-    return "none"
+    return base_info(spec.name).preprocessing
+
+
+def _weights_kind(base: str) -> str | None:
+    try:
+        return base_info(base).weights
+    except RecipeError:
+        return None

@@ -15,12 +15,13 @@ import difflib
 
 import keras
 
+from tlstudio.core import tf_compat
+from tlstudio.core.spec import anatomy
+from tlstudio.core.spec.anatomy import BASE_NAME
 from tlstudio.core.spec.errors import DataError, ModelFileError, RecipeError
 from tlstudio.core.model.head import build_head
 from tlstudio.core.spec.recipe import HeadSpec
 from tlstudio.core.model.tensors import cut_model
-
-BASE_NAME = "base"
 
 
 def build_classifier(
@@ -43,10 +44,10 @@ def build_classifier(
     cut = cut_model(base, cut_tensor)
     nested = keras.Model(cut.inputs[0], cut.outputs[0], name=BASE_NAME)
     nested.trainable = False
-    image = keras.Input(shape=shape, dtype="float32", name="image")
-    x = Preprocess(preprocessing, name="preprocess")(image)
+    image = keras.Input(shape=shape, dtype="float32", name=anatomy.INPUT_NAME)
+    x = Preprocess(preprocessing, name=anatomy.PREPROCESS_NAME)(image)
     features = nested(x, training=False)
-    return keras.Model(image, build_head(features, num_classes, head), name="classifier")
+    return keras.Model(image, build_head(features, num_classes, head), name=anatomy.CLASSIFIER_NAME)
 
 
 def unfreeze_for_fine_tuning(model: keras.Model, layers: int = 4, from_layer: str | None = None) -> list[str]:
@@ -74,7 +75,7 @@ def unfreeze_for_fine_tuning(model: keras.Model, layers: int = 4, from_layer: st
         layer.trainable = False
     for layer in chosen:
         layer.trainable = True
-        for inner in layer._flatten_layers(include_self=False):
+        for inner in tf_compat.all_layers(layer, include_self=False):
             if _is_batch_norm(inner):
                 inner.trainable = False
     return [layer.name for layer in chosen]
@@ -92,10 +93,7 @@ def _image_shape(base: keras.Model) -> tuple[int | None, ...]:
 
 
 def _nested_base(model: keras.Model) -> keras.Model:
-    try:
-        base = model.get_layer(BASE_NAME)
-    except ValueError:
-        base = None
+    base = anatomy.nested_base(model)
     if not isinstance(base, keras.Model):
         raise RecipeError(
             f"Model {model.name!r} is not a TL Studio classifier: it has no nested base model named "

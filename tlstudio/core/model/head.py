@@ -1,10 +1,10 @@
 """The new classifier layers put on the cut tensor.
 
-Layer names are fixed so the rest of the app can find them: ``head_pool``
-(global average pooling) or ``head_flatten`` for tensors with spatial axes,
-``head_bn`` on the pooled features, then per hidden layer ``head_dense_N``,
-``head_bn_N`` and ``head_relu_N``, then ``head_dropout`` and
-``head_predictions``.
+Layer names come from :mod:`tlstudio.core.spec.anatomy` so the rest of the
+app can find them: ``head_pool`` (global average pooling) or ``head_flatten``
+for tensors with spatial axes, ``head_bn`` on the pooled features, then per
+hidden layer ``head_dense_N``, ``head_bn_N`` and ``head_relu_N``, then
+``head_dropout`` and ``head_predictions``.
 
 With batch norm on, the pooled features are normalised and each hidden layer
 is ``Dense(use_bias=False) -> BatchNormalization -> ReLU``: the norm's own
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import keras
 
+from tlstudio.core.spec import anatomy
 from tlstudio.core.spec.recipe import HeadSpec
 
 _GLOBAL_POOLS = {
@@ -40,21 +41,21 @@ def build_head(features, num_classes: int, spec: HeadSpec):
     rank = len(x.shape)
     if rank > 2:
         if spec.pooling == "avg" and rank in _GLOBAL_POOLS:
-            x = _GLOBAL_POOLS[rank](name="head_pool")(x)
+            x = _GLOBAL_POOLS[rank](name=anatomy.POOL_NAME)(x)
         else:
-            x = keras.layers.Flatten(name="head_flatten")(x)
+            x = keras.layers.Flatten(name=anatomy.FLATTEN_NAME)(x)
     if spec.batch_norm:
-        x = _batch_norm(spec, "head_bn")(x)
+        x = _batch_norm(spec, anatomy.FEATURE_BN_NAME)(x)
     for index, units in enumerate(spec.hidden_units, start=1):
         if spec.batch_norm:
-            x = keras.layers.Dense(units, use_bias=False, name=f"head_dense_{index}")(x)
-            x = _batch_norm(spec, f"head_bn_{index}")(x)
-            x = keras.layers.ReLU(name=f"head_relu_{index}")(x)
+            x = keras.layers.Dense(units, use_bias=False, name=anatomy.dense_name(index))(x)
+            x = _batch_norm(spec, anatomy.hidden_bn_name(index))(x)
+            x = keras.layers.ReLU(name=anatomy.relu_name(index))(x)
         else:
-            x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{index}")(x)
+            x = keras.layers.Dense(units, activation="relu", name=anatomy.dense_name(index))(x)
     if spec.dropout > 0:
-        x = keras.layers.Dropout(spec.dropout, name="head_dropout")(x)
-    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head_predictions")(x)
+        x = keras.layers.Dropout(spec.dropout, name=anatomy.DROPOUT_NAME)(x)
+    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=anatomy.PREDICTIONS_NAME)(x)
 
 
 def head_bn_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
@@ -62,7 +63,7 @@ def head_bn_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     return [
         layer
         for layer in model.layers
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.name.startswith("head_bn")
+        if isinstance(layer, keras.layers.BatchNormalization) and anatomy.is_head_bn(layer)
     ]
 
 

@@ -22,10 +22,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from tlstudio.core import tf_compat
+from tlstudio.core.spec import anatomy
 from tlstudio.core.spec.errors import TensorNameError
 from tlstudio.core.model.tensors import TensorInfo, catalogue
-
-BASE_NAME = "base"
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,8 @@ class Tap:
 
 def inspected_model(model: Any) -> Any:
     """The model whose catalogue names the tensors: the nested base of a classifier, else ``model``."""
-    import keras
-
-    try:
-        base = model.get_layer(BASE_NAME)
-    except ValueError:
-        return model
-    return base if isinstance(base, keras.Model) else model
+    base = anatomy.nested_base(model)
+    return model if base is None else base
 
 
 def tensor_infos(model: Any) -> list[TensorInfo]:
@@ -216,7 +211,7 @@ def _call_node(model: Any, layer: Any) -> Any:
     """The call of ``layer`` inside ``model``'s graph, found by walking back from the outputs."""
     for _, operation, node_index, _ in _walk_back(model):
         if operation is layer:
-            return operation._inbound_nodes[node_index]
+            return tf_compat.inbound_nodes(operation)[node_index]
     raise TensorNameError(f"Model {model.name!r} does not call its layer {layer.name!r}.")
 
 
@@ -230,10 +225,10 @@ def _walk_back(model: Any) -> Iterator[tuple[Any, Any, int, int]]:
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        operation, node_index, tensor_index = tensor._keras_history
+        operation, node_index, tensor_index = tf_compat.keras_history(tensor)
         yield tensor, operation, node_index, tensor_index
         if not any(tensor is source for source in model.inputs):
-            stack.extend(operation._inbound_nodes[node_index].input_tensors)
+            stack.extend(tf_compat.inbound_nodes(operation)[node_index].input_tensors)
 
 
 def _score_tensor(model: Any) -> tuple[Any, Any, bool]:
@@ -242,7 +237,7 @@ def _score_tensor(model: Any) -> tuple[Any, Any, bool]:
     import keras
 
     output = model.outputs[0]
-    layer = output._keras_history[0]
+    layer = tf_compat.producer(output)
     if isinstance(layer, keras.layers.Dense) and _activation(layer) == "softmax":
         return _node_input(output), layer, True
     if isinstance(layer, keras.layers.Softmax) or (
@@ -253,8 +248,7 @@ def _score_tensor(model: Any) -> tuple[Any, Any, bool]:
 
 
 def _node_input(tensor: Any) -> Any:
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index].input_tensors[0]
+    return tf_compat.call_node(tensor).input_tensors[0]
 
 
 def _activation(layer: Any) -> str:

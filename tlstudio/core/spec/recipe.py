@@ -17,10 +17,10 @@ from typing import Any
 
 from tlstudio.core.spec import schema
 from tlstudio.core.spec.atomic import write_atomic
+from tlstudio.core.spec.bases import BASE_NAMES, base_info
 from tlstudio.core.spec.errors import RecipeError
 
 PROJECT_VERSION = 1
-BASE_NAMES = ("vgg16", "vgg19", "efficientnet-lite0", "file")
 POOLINGS = ("avg", "flatten")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -94,9 +94,11 @@ class BaseSpec:
             f"The input size must be between 16 and 1024 pixels. Received: input_size={self.input_size!r}",
         )
         _require(
-            not (self.include_top and self.input_size != 224 and self.name in ("vgg16", "vgg19")),
-            "VGG with its fully-connected top (fc1, fc2) only accepts 224x224 inputs. "
-            f"Use input_size=224 or include_top=False. Received: input_size={self.input_size!r}",
+            not (self.include_top and base_info(self.name).top_input not in (None, self.input_size)),
+            f"{base_info(self.name).label} with its fully-connected top only accepts "
+            f"{base_info(self.name).top_input}x{base_info(self.name).top_input} inputs. "
+            f"Use input_size={base_info(self.name).top_input} or include_top=False. "
+            f"Received: input_size={self.input_size!r}",
         )
 
 

@@ -38,6 +38,7 @@ from typing import Iterator, Sequence
 import keras
 import tensorflow as tf
 
+from tlstudio.core import tf_compat
 from tlstudio.core.train import cluster, devices
 from tlstudio.core.spec.errors import ClusterError, TrainingError
 
@@ -112,7 +113,7 @@ def multi_worker_strategy(config: cluster.ClusterConfig, timeout: float | None =
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     """Whether ``strategy`` spans several processes."""
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and tf_compat.in_multi_worker_mode(strategy)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -162,7 +163,7 @@ def inference_scope(strategy: tf.distribute.Strategy):
 def local_predictions(model: "keras.Model", strategy: tf.distribute.Strategy) -> None:
     """Make ``model.predict`` run on this worker alone when it was built under a multi-worker scope."""
     if is_multi_worker(strategy):
-        model._distribute_strategy = None
+        tf_compat.detach_strategy(model)
 
 
 def with_loss_scaling(optimizer: keras.optimizers.Optimizer, model: "keras.Model") -> keras.optimizers.Optimizer:
@@ -172,7 +173,7 @@ def with_loss_scaling(optimizer: keras.optimizers.Optimizer, model: "keras.Model
     gradients would underflow to zero; ``Model.compile`` adds this wrapper
     itself, a custom loop has to.
     """
-    if any(getattr(layer, "compute_dtype", "float32") == "float16" for layer in model._flatten_layers()):
+    if any(getattr(layer, "compute_dtype", "float32") == "float16" for layer in tf_compat.all_layers(model)):
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -327,20 +328,11 @@ def _configure_coordination(config: cluster.ClusterConfig, seconds: float) -> No
     unless one is configured already; this is its configuration with the
     timeout added.
     """
-    try:
-        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-        from tensorflow.python.eager import context
-    except ImportError:
-        return
     leader = "chief" if "chief" in config.jobs else "worker"
-    context.context().configure_coordination_service(
-        service_type="standalone",
-        service_leader=f"/job:{leader}/replica:0/task:0",
-        cluster_register_timeout_in_ms=int(seconds * 1000),
-        coordinated_jobs=[
-            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(addresses))
-            for job, addresses in config.jobs.items()
-        ],
+    tf_compat.configure_coordination_service(
+        f"/job:{leader}/replica:0/task:0",
+        int(seconds * 1000),
+        {job: len(addresses) for job, addresses in config.jobs.items()},
     )
 
 

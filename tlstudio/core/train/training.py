@@ -69,6 +69,7 @@ from tlstudio.core.train import acceleration, distribute, runs
 from tlstudio.core.model import backbones, classifier, head, tensors
 from tlstudio.core.data import feature_cache, pipeline
 from tlstudio.core.data.dataset import Dataset, ImageItem, scan_data_spec
+from tlstudio.core.spec import anatomy
 from tlstudio.core.spec.errors import Cancelled, DataError, ImageError, RecipeError, TrainingError, UserError
 from tlstudio.core.spec.events import (
     BatchEnded,
@@ -238,7 +239,7 @@ def _split_head(model: "keras.Model") -> tuple["keras.Model", list]:
     tensor and through the head's leading pooling or flattening layer, which
     has no weights; its output is what the feature path extracts once.
     """
-    head_layers = [layer for layer in model.layers if layer.name.startswith("head_")]
+    head_layers = anatomy.head_layers(model)
     if not head_layers:
         raise ValueError("The model has no head layers (named 'head_...'); build it with build_classifier.")
     leading = 0
@@ -483,7 +484,7 @@ class _Trainer:
 
     def _fine_tune_phase(self) -> None:
         names = classifier.unfreeze_for_fine_tuning(self.model, self.spec.fine_tune_layers, self.spec.fine_tune_from)
-        base = self.model.get_layer(classifier.BASE_NAME)
+        base = self.model.get_layer(anatomy.BASE_NAME)
         self.base_weights = [(base.get_layer(name), base.get_layer(name).get_weights()) for name in names]
         self.report(Message(f"Fine-tuning {len(names)} layer(s) of the base: {', '.join(names)}."))
         self.features = None

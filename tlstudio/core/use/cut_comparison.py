@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tlstudio.core.data import feature_cache
+from tlstudio.core.spec import anatomy
 from tlstudio.core.spec.errors import Cancelled, DataError, UserError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 
@@ -51,6 +52,17 @@ class CutResult:
     val_accuracy: float
     seconds: float
     train_accuracy: float = float("nan")
+
+
+def default_cuts(infos: Sequence[Any], default_cut: str | None) -> list[str]:
+    """The cuts compared when none are chosen: the last cut tensor of each block (each VGG pool)
+    and the default cut, in layer order. ``infos`` is the base's tensor catalogue."""
+    last_of_block: dict[str, str] = {}
+    for info in infos:
+        if info.cuttable and info.block:
+            last_of_block[info.block] = info.name
+    chosen = set(last_of_block.values()) | ({default_cut} if default_cut else set())
+    return [info.name for info in infos if info.name in chosen]
 
 
 def compare_cuts(
@@ -196,11 +208,11 @@ def base_label_of(base: Any) -> str:
     name is used here (its features are shared between comparisons, not with
     training; pass ``base_label`` to :func:`extract_features` to share them).
     """
-    from tlstudio.core.model import backbones
+    from tlstudio.core.spec.bases import base_for_keras_name
 
     name = str(getattr(base, "name", "") or "base")
-    zoo = {"vgg16": "vgg16", "vgg19": "vgg19", "efficientnet_lite0": backbones.LITE0}
-    return zoo.get(name, name)
+    known = base_for_keras_name(name)
+    return known.name if known is not None else name
 
 
 class _Missing(Exception):
@@ -234,8 +246,8 @@ def _cache_key(base: Any, name: str, input_size: int, preprocessing: str, label:
     rank = len(cut_model(base, name).outputs[0].shape)
     spec = HeadSpec(pooling="avg" if rank == 4 else "flatten", batch_norm=False)
     model = build_classifier(base, name, 2, spec, preprocessing)
-    pooled = [layer for layer in model.layers if layer.name in ("head_pool", "head_flatten")]
-    boundary = pooled[0].output if pooled else model.get_layer("head_predictions").input
+    pooled = [layer for layer in model.layers if layer.name in anatomy.FLATTENING_NAMES]
+    boundary = pooled[0].output if pooled else model.get_layer(anatomy.PREDICTIONS_NAME).input
     frozen = keras.Model(model.inputs, boundary, name="frozen_part")
     key = feature_cache.feature_set_key(frozen, label, name)
     if not key.input_size:

@@ -248,6 +248,21 @@ def evaluate_probabilities(
     )
 
 
+def with_top_k(evaluation: Evaluation, top_k: int) -> Evaluation:
+    """The same predictions measured with another top-k (no model needed)."""
+    records = evaluation.records
+    return evaluate_probabilities(
+        evaluation.classes,
+        [r.path for r in records],
+        [r.true for r in records],
+        [r.probabilities for r in records],
+        split=evaluation.split,
+        top_k=top_k,
+        skipped=evaluation.skipped,
+        run=evaluation.run,
+    )
+
+
 def evaluate_run(
     run: Any,
     split: str = "val",

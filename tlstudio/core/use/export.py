@@ -47,6 +47,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tlstudio.core.spec import anatomy
+from tlstudio.core.spec.text import tlstudio_version
 from tlstudio.core.spec.errors import Cancelled, DataError, ExportError, ImageError, UserError
 from tlstudio.core.use.destination import check_destination
 from tlstudio.core.use.evaluation import load_evaluations
@@ -229,7 +231,7 @@ def model_card(run: Run, model, artifacts: dict[str, Path], checks: Sequence[Art
             for c in checks
         ],
         "versions": {
-            "tlstudio": _tlstudio_version(),
+            "tlstudio": tlstudio_version(),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "numpy": np.__version__,
@@ -624,10 +626,8 @@ def _preprocessing_mode(model) -> str | None:
 
 def _cut_tensor(model) -> str | None:
     """The cut tensor of a TL Studio classifier: the output of its nested ``base`` model."""
-    for layer in model.layers:
-        if layer.name == "base" and hasattr(layer, "layers") and layer.layers:
-            return f"{layer.layers[-1].name}:0"
-    return None
+    base = anatomy.nested_base(model)
+    return f"{base.layers[-1].name}:0" if base is not None and base.layers else None
 
 
 def _lists(value):
@@ -637,11 +637,3 @@ def _lists(value):
         return [_lists(item) for item in value]
     return value
 
-
-def _tlstudio_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tlstudio")
-    except PackageNotFoundError:
-        return "unknown"

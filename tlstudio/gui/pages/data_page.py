@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.data.balance import imbalance_warning
 from tlstudio.core.data.dataset import Dataset, scan_dataset
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.spec.recipe import DataSpec
@@ -48,29 +49,11 @@ from tlstudio.gui.widgets.thumbnails import PATH_ROLE, ThumbnailGrid
 from tlstudio.gui.widgets.verify_bar import VerifyBar
 from tlstudio.gui.workers import WorkerHandle, run_in_thread
 
-IMBALANCE_RATIO = 3.0
 LAYOUT_NAMES = {
     "class-folders": "one folder with a sub-folder per class",
     "split-folders": "a folder with train/ and val/",
     "folder-per-class": "one folder per class",
 }
-
-
-def imbalance_warning(counts: dict[str, int], ratio: float = IMBALANCE_RATIO) -> str:
-    """A sentence about class imbalance when the largest class is over ``ratio`` times the smallest."""
-    usable = {name: n for name, n in counts.items() if n > 0}
-    if len(usable) < 2:
-        return ""
-    largest = max(usable, key=usable.get)
-    smallest = min(usable, key=usable.get)
-    factor = usable[largest] / usable[smallest]
-    if factor <= ratio:
-        return ""
-    return (
-        f"The classes are imbalanced: {largest!r} has {usable[largest]} images, {smallest!r} only "
-        f"{usable[smallest]} ({factor:.1f}× fewer). Training weights the classes to compensate "
-        f"(Train page, class weights); more images of {smallest!r} would help most."
-    )
 
 
 def reveal_in_file_manager(path: str) -> bool:
@@ -284,11 +267,6 @@ class DataPage(QWidget):
             self.state.update("data", **changes)
 
     # ----- scanning -----
-
-    def rescan(self) -> None:
-        """Scan the recipe's folders again (files may have changed on disk)."""
-        if self.state.recipe.data.folders:
-            self._start_scan(self.state.recipe.data)
 
     def is_scanning(self) -> bool:
         return self._handle is not None

@@ -65,21 +65,6 @@ def evaluation_for(run_dir, split: str, top_k: int, reuse: bool, dataset, on_eve
     )
 
 
-def with_top_k(evaluation: core_evaluation.Evaluation, top_k: int) -> core_evaluation.Evaluation:
-    """The same predictions measured with another top-k (no model needed)."""
-    records = evaluation.records
-    return core_evaluation.evaluate_probabilities(
-        evaluation.classes,
-        [r.path for r in records],
-        [r.true for r in records],
-        [r.probabilities for r in records],
-        split=evaluation.split,
-        top_k=top_k,
-        skipped=evaluation.skipped,
-        run=evaluation.run,
-    )
-
-
 def _percent(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.1%}"
 
@@ -239,11 +224,6 @@ class EvaluatePage(QWidget):
     def split(self) -> str:
         return self.split_combo.currentData()
 
-    def set_split(self, split: str) -> None:
-        """Choose the split ("val" or "test") and evaluate it."""
-        self.split_combo.setCurrentIndex(self.split_combo.findData(split))
-        self._evaluate_current(reuse=True)
-
     def _update_splits(self) -> None:
         """Grey out the test split when the project's data is known to have none."""
         dataset = self.state.dataset
@@ -296,7 +276,7 @@ class EvaluatePage(QWidget):
 
     def _on_done(self, evaluation: core_evaluation.Evaluation) -> None:
         if evaluation.top_k != min(self.top_k_spin.value(), len(evaluation.classes)):
-            evaluation = with_top_k(evaluation, self.top_k_spin.value())
+            evaluation = core_evaluation.with_top_k(evaluation, self.top_k_spin.value())
         self.show_evaluation(evaluation)
 
     def _on_error(self, error: BaseException) -> None:
@@ -316,7 +296,7 @@ class EvaluatePage(QWidget):
 
     def _on_top_k_changed(self, value: int) -> None:
         if self.evaluation is not None:
-            self.show_evaluation(with_top_k(self.evaluation, value))
+            self.show_evaluation(core_evaluation.with_top_k(self.evaluation, value))
 
     # ----- showing ------------------------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ inside those workers.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,10 @@ from PySide6.QtWidgets import (
 
 from tlstudio.core.spec.errors import RecipeError, TensorNameError, UserError, WeightsError
 from tlstudio.core.spec.events import Progress
-from tlstudio.core.spec.recipe import BaseSpec, HeadSpec
+from tlstudio.core.spec.hidden_units import hidden_units_text, parse_hidden_units
+from tlstudio.core.model.summary import ModelSummary, build_summary
+from tlstudio.core.spec.bases import base_info, menu_choices
+from tlstudio.core.spec.recipe import BaseSpec
 from tlstudio.gui import workers
 from tlstudio.gui.cut_comparison_dialog import CutComparisonDialog
 from tlstudio.gui.state import ProjectState
@@ -57,14 +59,7 @@ from tlstudio.gui.widgets.network_view import NetworkView, format_shape
 from tlstudio.gui.widgets.receptive_field_view import ReceptiveFieldView
 
 # (label, BaseSpec.name, include_top)
-BASE_CHOICES: tuple[tuple[str, str, bool], ...] = (
-    ("VGG16", "vgg16", False),
-    ("VGG16 with its fully-connected top (fc1, fc2)", "vgg16", True),
-    ("VGG19", "vgg19", False),
-    ("VGG19 with its fully-connected top (fc1, fc2)", "vgg19", True),
-    ("EfficientNet-Lite0 (weights included, works offline)", "efficientnet-lite0", False),
-    ("Open model file…", "file", False),
-)
+BASE_CHOICES: tuple[tuple[str, str, bool], ...] = menu_choices()
 SUMMARY_DELAY_MS = 250
 VALIDATE_DELAY_MS = 150
 OK_COLOUR = "#2e8b3a"
@@ -81,83 +76,6 @@ BATCH_NORM_TIP = (
     "subtracts the mean, which cancels any constant a bias would add; beta takes its place.</p>"
     "<p>Off: the Dense layers keep their bias and nothing is normalised.</p>"
 )
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    """What the live summary shows, computed from a classifier built by the engine.
-
-    ``trainable``/``frozen``: parameters while the head trains (base frozen).
-    ``fine_tune_trainable``: parameters trained during fine-tuning, and
-    ``fine_tuned_layers`` the base layers unfrozen then (empty when off).
-    ``head_layers``: (name, type, params, note) for each layer of the head.
-    """
-
-    model: Any
-    trainable: int
-    frozen: int
-    fine_tune_trainable: int
-    fine_tuned_layers: tuple[str, ...]
-    head_layers: tuple[tuple[str, str, int, str], ...]
-    num_classes: int
-
-
-def parse_hidden_units(text: str) -> tuple[int, ...]:
-    """``"256, 128"`` → ``(256, 128)``; empty → no hidden layer. RecipeError when not whole numbers."""
-    parts = [part for part in text.replace(";", ",").replace(" ", ",").split(",") if part]
-    try:
-        units = tuple(int(part) for part in parts)
-    except ValueError:
-        raise RecipeError(
-            "Hidden units must be whole numbers separated by commas, e.g. '256, 128', or empty for none. "
-            f"Received: {text!r}"
-        ) from None
-    if any(unit <= 0 for unit in units):
-        raise RecipeError(f"Hidden layer sizes must be positive. Received: {text!r}")
-    return units
-
-
-def _count(weights) -> int:
-    return int(sum(int(np.prod(w.shape)) for w in weights))
-
-
-def build_summary(
-    base, cut_tensor: str, num_classes: int, head: HeadSpec, preprocessing: str,
-    fine_tune_epochs: int, fine_tune_layers: int, fine_tune_from: str | None,
-    on_event=None, should_stop=None,
-) -> ModelSummary:
-    """Build the classifier the recipe describes and count what trains in each phase.
-
-    Runs in a worker thread. ``build_classifier`` and ``unfreeze_for_fine_tuning``
-    change the trainable flags of the base's layers (the cut shares them), so
-    the flags are put back afterwards: the base model shown stays as it was.
-    """
-    from tlstudio.core.model.classifier import build_classifier, unfreeze_for_fine_tuning
-
-    saved = [(layer, layer.trainable) for layer in base._flatten_layers(include_self=True, recursive=True)]
-    try:
-        model = build_classifier(base, cut_tensor, num_classes, head, preprocessing)
-        trainable = _count(model.trainable_weights)
-        frozen = _count(model.non_trainable_weights)
-        head_layers = []
-        for layer in model.layers:
-            if not layer.name.startswith("head_"):
-                continue
-            note = ""
-            if hasattr(layer, "use_bias") and hasattr(layer, "units"):
-                note = f"{layer.units} units, " + ("bias" if layer.use_bias else "no bias (batch norm follows)")
-            elif hasattr(layer, "rate"):
-                note = f"rate {layer.rate:g}"
-            head_layers.append((layer.name, type(layer).__name__, layer.count_params(), note))
-        tuned: list[str] = []
-        tune_trainable = 0
-        if fine_tune_epochs > 0:
-            tuned = unfreeze_for_fine_tuning(model, fine_tune_layers, fine_tune_from)
-            tune_trainable = _count(model.trainable_weights)
-        return ModelSummary(model, trainable, frozen, tune_trainable, tuple(tuned), tuple(head_layers), num_classes)
-    finally:
-        for layer, flag in saved:
-            layer.trainable = flag
 
 
 def sample_image(state: ProjectState, size: int) -> np.ndarray:
@@ -499,7 +417,7 @@ class ModelPage(QWidget):
         )]
         index = next(
             (i for i, (_, name, top) in enumerate(BASE_CHOICES)
-             if name == base.name and (top == base.include_top or name in ("file", "efficientnet-lite0"))),
+             if name == base.name and (top == base.include_top or not base_info(name).has_top_choice)),
             0,
         )
         self.base_combo.setCurrentIndex(index)
@@ -513,13 +431,13 @@ class ModelPage(QWidget):
         self.weights_combo.setCurrentIndex(weights_index)
         self.weights_combo.setEnabled(not is_file)
         self.input_size_spin.setValue(base.input_size)
-        fixed = is_file or (base.include_top and base.name in ("vgg16", "vgg19"))
+        fixed = is_file or (base.include_top and base_info(base.name).has_top_choice)
         self.input_size_spin.setEnabled(not fixed)
         head = recipe.head
         self.pooling_combo.setCurrentIndex(max(0, self.pooling_combo.findData(head.pooling)))
         self.batch_norm_check.setChecked(head.batch_norm)
         if not self.hidden_edit.hasFocus():
-            self.hidden_edit.setText(", ".join(str(u) for u in head.hidden_units))
+            self.hidden_edit.setText(hidden_units_text(head.hidden_units))
         self.dropout_spin.setValue(head.dropout)
         training = recipe.training
         self.fine_tune_epochs_spin.setValue(training.fine_tune_epochs)

@@ -79,20 +79,6 @@ def epochs_summary(run: core_runs.Run) -> str:
     return text
 
 
-def run_result(run: core_runs.Run) -> Any:
-    """The :class:`~tlstudio.core.train.training.RunResult` a training of this run would have returned."""
-    from tlstudio.core.train.training import RunResult
-
-    metrics = dict(run.metrics)
-    return RunResult(
-        run_dir=run.path,
-        classes=run.classes,
-        history={key: list(values) for key, values in run.history.items()},
-        metrics=metrics,
-        best_epoch=int(metrics.get("best_epoch", 0) or 0),
-    )
-
-
 def _metric(value: Any, percent: bool) -> str:
     if value is None or not isinstance(value, (int, float)) or math.isnan(float(value)):
         return "—"
@@ -289,6 +275,8 @@ class RunsPage(QWidget):
         chosen = self.selected_runs()
         if len(chosen) != 1 or not self.state.tensorflow_ready:
             return
+        from tlstudio.core.train.run_result import run_result
+
         self.state.set_last_run(run_result(chosen[0]))
 
     def show_selected_in_folder(self) -> None:

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from tlstudio.core.spec.errors import DataError, RecipeError
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
+from tlstudio.core.spec.text import duration_text
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.loss_plot import LossPlot
@@ -86,16 +87,6 @@ def detect_device(on_event=None, should_stop=None) -> str:
     from tlstudio.core.train.devices import device_badge
 
     return device_badge()
-
-
-def format_duration(seconds: float | None) -> str:
-    """``75.2`` → ``1:15``; ``3725`` → ``1:02:05``; None → ``…``."""
-    if seconds is None or seconds != seconds:
-        return "…"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class TrainPage(QWidget):
@@ -460,7 +451,7 @@ class TrainPage(QWidget):
         phase = "fine-tune" if event.phase == "fine-tune" else "head"
         self.progress.setFormat(
             f"Epoch {epoch}/{self._total_epochs} ({phase}) · step {event.batch + 1}/{steps} · "
-            f"{event.images_per_second:,.0f} img/s · ETA {format_duration(event.eta_seconds)}"
+            f"{event.images_per_second:,.0f} img/s · ETA {duration_text(event.eta_seconds, unknown='…')}"
         )
         if not self.is_paused() and not self._stop_flag.is_set():
             self.status_label.setText(f"Training… batch loss {event.loss:.4f}, learning rate {event.learning_rate:.2e}")

@@ -52,10 +52,6 @@ class ImageView(QWidget):
         self._image = QImage() if array is None else to_qimage(array)
         self.update()
 
-    def set_placeholder(self, text: str) -> None:
-        self._placeholder = text
-        self.update()
-
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         return QSize(260, 260)
 

@@ -28,10 +28,11 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, PhaseStarted
+from tlstudio.gui.widgets.plot_palette import apply_palette
 
 REDRAW_INTERVAL_MS = 200
 SMOOTHING = 0.9
@@ -198,11 +199,6 @@ class LossPlot(QWidget):
     def plots(self) -> tuple[pg.PlotItem, ...]:
         return (self.loss_plot, self.accuracy_plot, self.lr_plot)
 
-    @property
-    def fine_tune_at(self) -> float | None:
-        """Where (in epochs) the fine-tuning phase started, or None."""
-        return self._fine_tune_at
-
     @staticmethod
     def _batch_curve(plot: pg.PlotItem, pen, name: str | None) -> pg.PlotDataItem:
         """A per-batch curve: a line without symbols, clipped to the view, min/max-downsampled per pixel."""
@@ -333,20 +329,7 @@ class LossPlot(QWidget):
 
     def _apply_palette(self) -> None:
         """Follow the window's light or dark palette instead of pyqtgraph's black."""
-        palette = self.palette()
-        background = palette.color(QPalette.ColorRole.Base)
-        text = palette.color(QPalette.ColorRole.Text)
-        self._canvas.setBackground(background)
-        for plot in self.plots:
-            plot.setTitle(plot.titleLabel.text, color=text)
-            for side in ("left", "bottom"):
-                axis = plot.getAxis(side)
-                axis.setPen(pg.mkPen(text))
-                axis.setTextPen(pg.mkPen(text))
-            if plot.legend is not None:
-                plot.legend.setLabelTextColor(text)
-                for _, label in plot.legend.items:
-                    label.setText(label.text, color=text)
+        apply_palette(self._canvas, self.plots, self.palette())
 
 
 def _demo() -> None:

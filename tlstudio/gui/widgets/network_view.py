@@ -19,6 +19,8 @@ from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
+from tlstudio.core.spec.text import shape_text
+
 FROZEN_COLOUR = QColor(110, 140, 185, 70)
 TRAINABLE_COLOUR = QColor(60, 175, 80, 95)
 CUT_MARK = "✂"
@@ -41,8 +43,7 @@ _HEADER_TIPS = (
 
 def format_shape(shape: Sequence[int | None]) -> str:
     """``(None, 7, 7, 512)`` → ``7 × 7 × 512`` (the batch axis left out)."""
-    dims = [d for d in shape[1:]] if shape and shape[0] is None else list(shape)
-    return " × ".join("?" if d is None else str(d) for d in dims) or "scalar"
+    return shape_text(shape, separator=" × ")
 
 
 def format_field(info) -> str:

@@ -18,6 +18,8 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from tlstudio.gui.widgets.plot_palette import apply_palette
+
 RUN_COLOURS = (QColor(31, 119, 180), QColor(230, 120, 20), QColor(46, 139, 58), QColor(140, 80, 190))
 CURVES = (("loss", "loss", False), ("val_loss", "loss", True), ("accuracy", "accuracy", False),
           ("val_accuracy", "accuracy", True))
@@ -98,20 +100,10 @@ class RunCurves(QWidget):
 
     def _apply_palette(self) -> None:
         palette = self.palette()
-        text = palette.color(QPalette.ColorRole.Text)
-        self._canvas.setBackground(palette.color(QPalette.ColorRole.Base))
-        for plot in self.plots:
-            plot.setTitle(plot.titleLabel.text, color=text)
-            for side in ("left", "bottom"):
-                axis = plot.getAxis(side)
-                axis.setPen(pg.mkPen(text))
-                axis.setTextPen(pg.mkPen(text))
+        apply_palette(self._canvas, self.plots, palette)  # the legend too: it belongs to the accuracy plot
         backing = QColor(palette.color(QPalette.ColorRole.Base))
         backing.setAlpha(210)
         self.legend.setBrush(pg.mkBrush(backing))
-        self.legend.setLabelTextColor(text)
-        for _, label in self.legend.items:
-            label.setText(label.text, color=text)
 
 
 def _demo() -> None:

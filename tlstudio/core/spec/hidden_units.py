@@ -1,0 +1,34 @@
+"""The one reading of the head's hidden-layer sizes typed by a person.
+
+The app's "Hidden units" field and ``tlstudio train --hidden`` both accept
+sizes separated by commas, spaces or semicolons: ``"256, 128"``,
+``"256 128"`` and ``"256;128"`` are each two layers.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tlstudio.core.spec.errors import RecipeError
+
+_SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def parse_hidden_units(text: str) -> tuple[int, ...]:
+    """``"256, 128"`` → ``(256, 128)``; empty → no hidden layer. RecipeError when not positive whole numbers."""
+    parts = [part for part in _SEPARATORS.split(text.strip()) if part]
+    try:
+        units = tuple(int(part) for part in parts)
+    except ValueError:
+        raise RecipeError(
+            "Hidden units must be whole numbers separated by commas, e.g. '256, 128', or empty for none. "
+            f"Received: {text!r}"
+        ) from None
+    if any(unit <= 0 for unit in units):
+        raise RecipeError(f"Hidden layer sizes must be positive. Received: {text!r}")
+    return units
+
+
+def hidden_units_text(units: tuple[int, ...]) -> str:
+    """The text the parser reads back as ``units``: ``(256, 128)`` → ``"256, 128"``."""
+    return ", ".join(str(unit) for unit in units)

@@ -1,0 +1,35 @@
+"""How TL Studio writes numbers for people, the same in the app, the CLI and exported files.
+
+Durations as ``1:02:05``, tensor shapes without the batch axis, and the
+installed TL Studio version.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def duration_text(seconds: float | None, unknown: str = "?") -> str:
+    """``75.2`` → ``1:15``; ``3725`` → ``1:02:05``; ``unknown`` for None, NaN or a negative time."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return unknown
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def shape_text(shape: Sequence[int | None], separator: str = "x") -> str:
+    """``(None, 14, 14, 512)`` → ``14x14x512``: the batch axis is left out, unknown sizes are ``?``."""
+    dims = list(shape[1:]) if shape and shape[0] is None else list(shape)
+    return separator.join("?" if d is None else str(d) for d in dims) or "scalar"
+
+
+def tlstudio_version() -> str:
+    """The installed TL Studio version, ``unknown`` when run from a source tree that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tlstudio")
+    except PackageNotFoundError:
+        return "unknown"
