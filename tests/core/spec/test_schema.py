@@ -67,7 +67,7 @@ def test_every_problem_is_listed_at_once():
 
 def test_range_rules_of_the_dataclasses_name_their_section():
     message = refused(project(base={"name": "vgg16", "include_top": True, "input_size": 64}))
-    assert "base: VGG with its fully-connected top" in message
+    assert "base: VGG16 with its fully-connected top" in message
 
 
 def test_dataclasses_refuse_a_string_of_folders_and_non_numeric_units():
