@@ -86,6 +86,16 @@ def test_evaluation_of_fixed_predictions_by_hand():
         ev.cell_records(result, 3, 0)
 
 
+def test_another_top_k_is_measured_from_the_same_predictions():
+    result = ev.evaluate_probabilities(("a", "b", "c"), PATHS, LABELS, PROBABILITIES, top_k=2, split="test")
+    top1 = ev.with_top_k(result, 1)
+    assert top1.top_k == 1 and top1.top_k_accuracy == pytest.approx(3 / 5)
+    assert top1.accuracy == result.accuracy and top1.split == "test"
+    assert top1.records == result.records
+    assert top1.confusion_matrix.tolist() == result.confusion_matrix.tolist()
+    assert ev.with_top_k(top1, 2).top_k_accuracy == pytest.approx(1.0)
+
+
 def test_top_k_is_capped_at_the_number_of_classes_and_nan_is_null_in_json():
     probabilities = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0]])
     result = ev.evaluate_probabilities(("a", "b", "c"), ["x", "y"], [0, 1], probabilities, top_k=5)

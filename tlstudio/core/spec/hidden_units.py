@@ -12,18 +12,18 @@ import re
 from tlstudio.core.spec.errors import RecipeError
 
 _SEPARATORS = re.compile(r"[,;\s]+")
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 
 def parse_hidden_units(text: str) -> tuple[int, ...]:
     """``"256, 128"`` → ``(256, 128)``; empty → no hidden layer. RecipeError when not positive whole numbers."""
     parts = [part for part in _SEPARATORS.split(text.strip()) if part]
-    try:
-        units = tuple(int(part) for part in parts)
-    except ValueError:
+    if not all(_WHOLE_NUMBER.fullmatch(part) for part in parts):
         raise RecipeError(
             "Hidden units must be whole numbers separated by commas, e.g. '256, 128', or empty for none. "
             f"Received: {text!r}"
-        ) from None
+        )
+    units = tuple(int(part) for part in parts)
     if any(unit <= 0 for unit in units):
         raise RecipeError(f"Hidden layer sizes must be positive. Received: {text!r}")
     return units

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.spec.bases import base_info
 from tlstudio.core.train import runs as core_runs
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
@@ -50,7 +51,7 @@ def base_summary(run: core_runs.Run) -> str:
     if base.name == "file":
         name = Path(base.model_file or "model file").name
     else:
-        name = base.name.upper() if base.name.startswith("vgg") else base.name
+        name = base_info(base.name).label
         if base.include_top:
             name += " + top"
     weights = "" if base.weights == "imagenet" or base.name == "file" else f", {base.weights} weights"

@@ -125,7 +125,6 @@ class LossPlot(QWidget):
         self._epochs_done = 0
         self._steps_per_epoch = 1
         self._planned_epochs = 0
-        self._fine_tune_at: float | None = None
         self._largest = {"loss": 0.0, "learning_rate": 0.0}
         self._x_top: float | None = None
         self._y_tops: dict[str, float | None] = {"loss": None, "learning_rate": None}
@@ -243,7 +242,6 @@ class LossPlot(QWidget):
         self._epochs_done = 0
         self._steps_per_epoch = 1
         self._planned_epochs = 0
-        self._fine_tune_at = None
         self._largest = dict.fromkeys(self._largest, 0.0)
         for marker in self._markers:
             marker.setVisible(False)
@@ -256,9 +254,8 @@ class LossPlot(QWidget):
             self._steps_per_epoch = max(1, int(event.steps_per_epoch))
             self._planned_epochs = max(self._planned_epochs, self._epochs_done + int(event.epochs))
             if event.name == "fine-tune":
-                self._fine_tune_at = float(self._epochs_done)
                 for marker in self._markers:
-                    marker.setValue(self._fine_tune_at)
+                    marker.setValue(float(self._epochs_done))
                     marker.setVisible(True)
         elif isinstance(event, BatchEnded):
             x = self._epochs_done + (event.batch + 1) / self._steps_per_epoch
