@@ -303,7 +303,8 @@ def _cmd_train(
             f"Cluster (TF_CONFIG): this is {config.name} of {config.size} at {config.address}"
             f"{' (the chief)' if config.is_chief else ''}; waiting for the other workers"
         )
-    strategy = distribute.training_strategy()
+    distribute.exit_on_hang(True)
+    strategy = distribute.training_strategy(should_stop)
     count = distribute.replicas(strategy)
     if count > 1:
         size = recipe.training.batch_size

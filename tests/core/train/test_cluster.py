@@ -116,3 +116,43 @@ def test_a_port_in_use_is_reported():
         config = _read(_config(workers=(f"127.0.0.1:{port}", "127.0.0.1:1")))
         with pytest.raises(ClusterError, match=f"port {port} cannot be used"):
             cluster.wait_for_workers(config, timeout=1.0)
+
+
+def test_the_listener_binds_only_to_the_address_in_tf_config():
+    mine = _free_port()
+    config = _read(_config(workers=(f"127.0.0.1:{mine}", "127.0.0.1:1")))
+    listener = cluster._listen(config)
+    try:
+        assert listener.getsockname() == ("127.0.0.1", mine)
+    finally:
+        listener.close()
+
+
+def test_an_address_that_is_not_this_machine_is_a_clear_error():
+    config = _read(_config(workers=("192.0.2.1:2222", "127.0.0.1:1")))  # TEST-NET-1: never local
+    with pytest.raises(ClusterError, match="192.0.2.1 port 2222 cannot be used on this machine"):
+        cluster.wait_for_workers(config, timeout=1.0)
+
+
+def test_waiting_for_workers_honours_stop():
+    from tlstudio.core.spec.errors import Cancelled
+
+    mine, nobody = _free_port(), _free_port()
+    config = _read(_config(workers=(f"127.0.0.1:{mine}", f"127.0.0.1:{nobody}")))
+    start = time.monotonic()
+    with pytest.raises(Cancelled):
+        cluster.wait_for_workers(config, timeout=60.0, should_stop=lambda: time.monotonic() - start > 0.3)
+    assert time.monotonic() - start < 5
+    with socket.socket() as check:
+        check.bind(("127.0.0.1", mine))  # the listener was closed
+
+
+def test_nothing_in_the_engine_or_the_app_calls_os_exit_unguarded():
+    from pathlib import Path
+
+    import tlstudio
+
+    root = Path(tlstudio.__file__).parent
+    callers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "os._exit(" in p.read_text())
+    assert callers == ["core/train/distribute.py"]
+    assert "if _exit_on_hang:\n            os._exit(2)" in (root / "core/train/distribute.py").read_text()

@@ -138,3 +138,25 @@ def test_training_steps_weigh_classes_and_average_over_the_batch():
     assert loss_sum == pytest.approx(float((per_image * np.where(y == 1, 3.0, 1.0)).sum()), rel=1e-5)
     assert correct == float((probabilities.argmax(axis=1) == y).sum())
     assert steps.evaluate(batch)[0] == pytest.approx(float(per_image.sum()), rel=1e-5)
+
+
+def test_a_hung_cluster_start_never_exits_the_apps_process(monkeypatch, capsys):
+    import time
+
+    from tlstudio.core.train import cluster
+
+    exits = []
+    monkeypatch.setattr(distribute.os, "_exit", exits.append)
+    config = cluster.read_tf_config({"TF_CONFIG": json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 0}})})
+    distribute.exit_on_hang(False)
+    with distribute._deadline(0.05, config):
+        time.sleep(0.3)
+    assert exits == [] and "could not join the cluster" in capsys.readouterr().err
+    distribute.exit_on_hang(True)
+    try:
+        with distribute._deadline(0.05, config):
+            time.sleep(0.3)
+    finally:
+        distribute.exit_on_hang(False)
+    assert exits == [2]

@@ -15,8 +15,11 @@ other worker answers on its host and port. TensorFlow's own start-up waits for
 missing workers without a limit, and the chief's wait cannot be interrupted,
 not even by SIGTERM; a worker that was never started, a wrong address or a
 closed firewall port must instead end with an error that names it, after
-``TLSTUDIO_WORKER_TIMEOUT`` seconds. While it waits, a worker listens on its
-own port itself, so workers started in any order find each other.
+``TLSTUDIO_WORKER_TIMEOUT`` seconds, or as soon as the user asks to stop.
+While it waits, a worker listens on its own port itself, bound only to its
+address in ``TF_CONFIG`` (never to every interface), so workers started in
+any order find each other. A cluster must be a trusted network: the workers
+exchange model data unauthenticated, as TensorFlow's own servers do.
 
 This module does not import TensorFlow, so a malformed ``TF_CONFIG`` is
 reported at once.
@@ -31,7 +34,8 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
-from tlstudio.core.spec.errors import ClusterError
+from tlstudio.core.spec.errors import Cancelled, ClusterError
+from tlstudio.core.spec.events import ShouldStop, never_stop
 
 TF_CONFIG = "TF_CONFIG"
 WORKER_TIMEOUT_ENV = "TLSTUDIO_WORKER_TIMEOUT"
@@ -135,8 +139,10 @@ def worker_timeout(environ: Mapping[str, str] | None = None) -> float:
     return seconds
 
 
-def wait_for_workers(config: ClusterConfig, timeout: float) -> None:
+def wait_for_workers(config: ClusterConfig, timeout: float, should_stop: ShouldStop = never_stop) -> None:
     """Return once every other task accepts a TCP connection; ClusterError after ``timeout`` seconds.
+
+    Raises Cancelled as soon as ``should_stop()`` turns true (checked between probes).
 
     Meanwhile this process listens on its own port, so that the others, doing
     the same, see it too; the port is free again when this returns, for
@@ -149,6 +155,8 @@ def wait_for_workers(config: ClusterConfig, timeout: float) -> None:
         reasons: dict[str, str] = {}
         while waiting:
             for name, address in list(waiting.items()):
+                if should_stop():
+                    raise Cancelled("Waiting for the other workers of the cluster was stopped.")
                 reason = _probe(address)
                 if reason is None:
                     del waiting[name]
@@ -156,7 +164,7 @@ def wait_for_workers(config: ClusterConfig, timeout: float) -> None:
                     reasons[name] = reason
             if not waiting or time.monotonic() >= deadline:
                 break
-            time.sleep(_POLL_SECONDS)
+            _pause(_POLL_SECONDS, should_stop)
     finally:
         listener.close()
     if waiting:
@@ -235,20 +243,35 @@ def _split(address: str) -> tuple[str, int]:
 
 
 def _listen(config: ClusterConfig) -> socket.socket:
-    """A socket listening on this task's port on every interface, as TensorFlow's server will."""
-    _, port = _split(config.address)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A socket listening on this task's own address from TF_CONFIG only (not on every interface)."""
+    host, port = _split(config.address)
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ClusterError(
+            f"This is {config.name}, whose address in TF_CONFIG is {config.address}, but the host {host!r} "
+            f"is unknown here ({error.strerror or error}). Use this machine's name or IP address in TF_CONFIG."
+        ) from None
+    listener = socket.socket(family, kind, proto)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        listener.bind(("", port))
+        listener.bind(where)
         listener.listen(16)
     except OSError as error:
         listener.close()
         raise ClusterError(
-            f"This is {config.name}, whose address in TF_CONFIG is {config.address}, but port {port} cannot be "
-            f"used on this machine: {error.strerror or error}. Choose a free port in TF_CONFIG for every task."
+            f"This is {config.name}, whose address in TF_CONFIG is {config.address}, but {host} port {port} "
+            f"cannot be used on this machine: {error.strerror or error}. Give each task this machine's own "
+            "address and a free port in TF_CONFIG."
         ) from None
     return listener
+
+
+def _pause(seconds: float, should_stop: ShouldStop) -> None:
+    """Sleep ``seconds`` in short steps, returning early when a stop is requested."""
+    end = time.monotonic() + seconds
+    while not should_stop() and time.monotonic() < end:
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
 
 def _probe(address: str) -> str | None:

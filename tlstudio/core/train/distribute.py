@@ -41,6 +41,7 @@ import tensorflow as tf
 from tlstudio.core import tf_compat
 from tlstudio.core.train import cluster, devices
 from tlstudio.core.spec.errors import ClusterError, TrainingError
+from tlstudio.core.spec.events import ShouldStop, never_stop
 
 _SUM = tf.distribute.ReduceOp.SUM
 _CLUSTER_FAULTS = (
@@ -59,7 +60,7 @@ def prepare_devices() -> None:
     devices.enable_memory_growth()
 
 
-def training_strategy() -> tf.distribute.Strategy:
+def training_strategy(should_stop: ShouldStop = never_stop) -> tf.distribute.Strategy:
     """The strategy this process trains under (see the module docstring).
 
     Raises :class:`ClusterError` for a malformed ``TF_CONFIG`` or a worker
@@ -67,14 +68,16 @@ def training_strategy() -> tf.distribute.Strategy:
     """
     config = cluster.read_tf_config()
     if config is not None and config.size > 1:
-        return multi_worker_strategy(config)
+        return multi_worker_strategy(config, should_stop=should_stop)
     prepare_devices()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
-def multi_worker_strategy(config: cluster.ClusterConfig, timeout: float | None = None) -> tf.distribute.Strategy:
+def multi_worker_strategy(
+    config: cluster.ClusterConfig, timeout: float | None = None, should_stop: ShouldStop = never_stop
+) -> tf.distribute.Strategy:
     """Join the cluster ``config`` (read from ``TF_CONFIG``) with ``MultiWorkerMirroredStrategy``.
 
     Waits for every other worker first (:func:`cluster.wait_for_workers`),
@@ -92,7 +95,7 @@ def multi_worker_strategy(config: cluster.ClusterConfig, timeout: float | None =
         )
     seconds = cluster.worker_timeout() if timeout is None else timeout
     prepare_devices()
-    cluster.wait_for_workers(config, seconds)
+    cluster.wait_for_workers(config, seconds, should_stop)
     _configure_coordination(config, seconds)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=seconds)
     with _deadline(seconds * 2, config):
@@ -336,13 +339,23 @@ def _configure_coordination(config: cluster.ClusterConfig, seconds: float) -> No
     )
 
 
+_exit_on_hang = False
+
+
+def exit_on_hang(enabled: bool) -> None:
+    """Let a hung cluster start-up end the process (the command line only; the app's process never exits so)."""
+    global _exit_on_hang
+    _exit_on_hang = bool(enabled)
+
+
 @contextmanager
 def _deadline(seconds: float, config: cluster.ClusterConfig) -> Iterator[None]:
-    """End the process with a clear message if joining the cluster blocks past ``seconds``.
+    """Say clearly when joining the cluster blocks past ``seconds``; end the process only where allowed.
 
     The workers answered a moment before, so this only fires when one dies
     while they start. TensorFlow's chief then waits in C++ without a limit
-    and ignores signals, so exiting is the only way not to hang.
+    and ignores signals, so for the command line (:func:`exit_on_hang`)
+    exiting is the only way not to hang; the app never kills its own process.
     """
 
     def give_up() -> None:
@@ -352,7 +365,8 @@ def _deadline(seconds: float, config: cluster.ClusterConfig) -> Iterator[None]:
             f"{cluster.WORKER_TIMEOUT_ENV} sets how long to wait.\n"
         )
         sys.stderr.flush()
-        os._exit(2)
+        if _exit_on_hang:
+            os._exit(2)
 
     timer = threading.Timer(seconds, give_up)
     timer.daemon = True
