@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.data.dataset import Dataset, scan_dataset
+from tlstudio.core.data.dataset import Dataset, scan_data_spec
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.spec.recipe import DataSpec
 from tlstudio.gui.errors import show_error
@@ -309,11 +309,8 @@ class DataPage(QWidget):
         self.progress.setVisible(True)
         self.state.busy.emit("Scanning images…")
         self._handle = run_in_thread(
-            scan_dataset,
-            list(spec.folders),
-            spec.val_fraction,
-            spec.seed,
-            spec.excluded_classes,
+            scan_data_spec,
+            spec,
             on_event=self._on_event,
             on_done=self._scan_done,
             on_error=self._scan_failed,
