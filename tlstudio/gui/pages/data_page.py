@@ -42,6 +42,7 @@ from tlstudio.core.data.dataset import Dataset, scan_data_spec
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.spec.recipe import DataSpec
 from tlstudio.gui.errors import show_error
+from tlstudio.gui.health_panel import add_health_tabs
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import DropZone
 from tlstudio.gui.widgets.thumbnails import PATH_ROLE, ThumbnailGrid
@@ -216,6 +217,7 @@ class DataPage(QWidget):
         self.tabs.addTab(images_tab, "Images")
         self.tabs.addTab(self.problems_table, "Problems")
         self.tabs.addTab(self.duplicates_tree, "Duplicates")
+        self.health_panel, self.map_panel = add_health_tabs(self.tabs, self.state)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.class_table)
