@@ -56,6 +56,13 @@ def add_health_tabs(tabs: QTabWidget, state: ProjectState) -> tuple["HealthPanel
     return panel, chart
 
 
+def open_dialog(dialog: Any) -> Any:
+    """Show a non-modal dialog that deletes itself on close (the page stays usable while it works)."""
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.show()
+    return dialog
+
+
 def _inputs(state: ProjectState) -> tuple[Any, Any, int, str]:
     """Base model, dataset, input size and preprocessing mode for work on the project's features."""
     from tlstudio.core.model.backbones import preprocessing_mode

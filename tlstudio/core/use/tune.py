@@ -180,7 +180,7 @@ def tune(
 ) -> TuneResult:
     """Search over ``features`` (cut tensor -> ``(images, size)``) with labels; rows ``train`` and ``val``.
 
-    Reports Progress (task "tune") and a Message per finished trial; returns
+    Reports Progress (task "tune"), each finished Trial and a Message about it; returns
     the leaderboard when the rungs end, the budget is spent or Stop is asked.
     """
     if budget_s <= 0:
@@ -212,6 +212,7 @@ def tune(
                 break
             trials.append(trial)
             rung_trials.append(trial)
+            on_event(trial)
             on_event(Message(f"{trial.val_accuracy:.3f} val accuracy in {trial.seconds:.1f} s: {candidate.summary()}"))
         if epochs >= MAX_EPOCHS or len(rung_trials) <= 1:
             break
