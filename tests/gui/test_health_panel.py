@@ -70,3 +70,24 @@ def test_map_draws_points_and_a_click_selects_the_finding(qtbot, page, state):
     page.tabs.setCurrentIndex(0)
     chart.image_chosen.emit(path)
     assert page.tabs.currentWidget() is page.health_panel
+
+
+def test_apply_to_folders_moves_files_and_undo_brings_them_back(qtbot, page, state, image_root, tmp_path):
+    panel = page.health_panel
+    target = sorted((image_root / "circles").iterdir())[0]
+    state.update("data", excluded_files=(str(target),))
+    panel.apply_to_folders(str(tmp_path / "excluded"))
+    assert not target.exists() and (tmp_path / "excluded" / target.name).exists()
+    assert state.recipe.data.excluded_files == ()
+    with qtbot.waitSignal(panel.files_moved):
+        panel.undo_button.click()
+    assert target.exists()
+
+
+def test_apply_into_the_data_folder_is_refused_with_a_message(page, state, image_root):
+    panel = page.health_panel
+    target = sorted((image_root / "circles").iterdir())[0]
+    state.update("data", excluded_files=(str(target),))
+    panel.apply_to_folders(str(image_root / "excluded"))
+    assert target.exists() and "outside the data folders" in panel.status.text()
+    assert state.recipe.data.excluded_files == (str(target),)

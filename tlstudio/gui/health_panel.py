@@ -4,7 +4,8 @@
 (progress and Stop) and lists likely mislabelled images, near-duplicates and
 outliers with thumbnails. *Exclude* and *Relabel as…* change the project (its
 data section's ``excluded_files`` and ``relabels``, honoured by the scan and by
-training); *Keep* only hides a finding. The user's files are never touched.
+training); *Keep* only hides a finding. The user's files are touched only by
+the explicit *Apply to folders…*, which moves them with an undo log.
 
 *Map* draws the 2-D projection of the cut features
 (:mod:`tlstudio.core.use.feature_map`) in pyqtgraph: pan and zoom with the
@@ -21,8 +22,10 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QTabWidget,
@@ -40,9 +43,14 @@ PATH_ROLE = Qt.ItemDataRole.UserRole
 KINDS = {"mislabeled": "Likely mislabelled", "duplicate": "Near-duplicate", "outlier": "Outlier"}
 
 
-def add_health_tabs(tabs: QTabWidget, state: ProjectState) -> tuple["HealthPanel", "MapPanel"]:
-    """Add the Health and Map tabs to ``tabs``, wired together (a map click shows the image in Health)."""
+def add_health_tabs(
+    tabs: QTabWidget, state: ProjectState, rescan: Any = None
+) -> tuple["HealthPanel", "MapPanel"]:
+    """Add the Health and Map tabs to ``tabs``, wired together (a map click shows the image in Health);
+    ``rescan()`` runs after files were moved back."""
     panel = HealthPanel(state)
+    if rescan is not None:
+        panel.files_moved.connect(rescan)
     chart = MapPanel(state)
     tabs.addTab(panel, "Health")
     tabs.addTab(chart, "Map")
@@ -138,6 +146,7 @@ class HealthPanel(_Job):
     """Findings of the health check with actions that change the project. ``checked(HealthReport)``."""
 
     checked = Signal(object)
+    files_moved = Signal()
 
     def __init__(self, state: ProjectState, parent: QWidget | None = None) -> None:
         super().__init__("Check data", parent)
@@ -162,10 +171,20 @@ class HealthPanel(_Job):
         self.keep_button = QPushButton("Keep")
         self.keep_button.setToolTip("The image is fine: hide this finding")
         self.keep_button.clicked.connect(self.keep_selected)
+        self.apply_button = QPushButton("Apply to folders…")
+        self.apply_button.setToolTip("Move the project's excluded and relabelled images on disk (excluded ones into "
+                                     "a folder you choose), with an undo log")
+        self.apply_button.clicked.connect(self.apply_to_folders)
+        self.undo_button = QPushButton("Undo moves")
+        self.undo_button.setEnabled(False)
+        self.undo_button.clicked.connect(self.undo_moves)
+        self.undo_log: Any = None
         actions = QHBoxLayout()
         for widget in (self.exclude_button, self.relabel_button, self.relabel_combo, self.keep_button):
             actions.addWidget(widget)
         actions.addStretch(1)
+        actions.addWidget(self.apply_button)
+        actions.addWidget(self.undo_button)
         layout = QVBoxLayout(self)
         layout.addLayout(self.controls())
         layout.addWidget(self.status)
@@ -249,6 +268,52 @@ class HealthPanel(_Job):
     def _remove_selected(self) -> None:
         for item in self.tree.selectedItems():
             self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(item))
+
+    def apply_to_folders(self, folder: str | None = None) -> None:
+        """Move the files of the project's corrections (asks for the excluded images' folder and confirms)."""
+        from tlstudio.core.data.dataset import scan_dataset
+        from tlstudio.core.spec.errors import UserError
+        from tlstudio.core.use.folder_moves import apply_to_folders
+
+        data = self.state.recipe.data
+        if not data.excluded_files and not data.relabels:
+            self.status.setText("The project has no excluded or relabelled images to apply.")
+            return
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Folder for the excluded images (outside your data)")
+            if not folder:
+                return
+            answer = QMessageBox.question(
+                self, "Move files?",
+                f"Move {len(data.relabels)} relabelled images into their new class folders and "
+                f"{len(data.excluded_files)} excluded images into {folder}? An undo log is kept there.")
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        try:
+            before = scan_dataset(data.folders, data.val_fraction, data.seed, data.excluded_classes)
+            remaining, self.undo_log = apply_to_folders(before, data, folder)
+        except (UserError, OSError) as error:
+            self.status.setText(str(error))
+            return
+        self.state.update(data=remaining)
+        self.undo_button.setEnabled(True)
+        self.status.setText(f"Files moved; the undo log is {self.undo_log}.")
+
+    def undo_moves(self) -> None:
+        """Move the files of the last apply back (the project's corrections are not restored)."""
+        from tlstudio.core.spec.errors import UserError
+        from tlstudio.core.use.folder_moves import undo_moves
+
+        if self.undo_log is None:
+            return
+        try:
+            count = undo_moves(self.undo_log)
+        except (UserError, OSError) as error:
+            self.status.setText(str(error))
+            return
+        self.undo_button.setEnabled(False)
+        self.status.setText(f"{count} files moved back.")
+        self.files_moved.emit()
 
     def _update_actions(self) -> None:
         selected = bool(self.tree.selectedItems())

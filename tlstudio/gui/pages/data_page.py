@@ -217,7 +217,7 @@ class DataPage(QWidget):
         self.tabs.addTab(images_tab, "Images")
         self.tabs.addTab(self.problems_table, "Problems")
         self.tabs.addTab(self.duplicates_tree, "Duplicates")
-        self.health_panel, self.map_panel = add_health_tabs(self.tabs, self.state)
+        self.health_panel, self.map_panel = add_health_tabs(self.tabs, self.state, self.rescan)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.class_table)
