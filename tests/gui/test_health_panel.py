@@ -91,3 +91,10 @@ def test_apply_into_the_data_folder_is_refused_with_a_message(page, state, image
     panel.apply_to_folders(str(image_root / "excluded"))
     assert target.exists() and "outside the data folders" in panel.status.text()
     assert state.recipe.data.excluded_files == (str(target),)
+
+
+def test_hovering_a_point_shows_the_image():
+    from tlstudio.gui.health_panel import _tip
+
+    text = _tip(0.0, 0.0, "/data/cats/a b.png")
+    assert "<img" in text and "a%20b.png" in text and text.endswith("a b.png")

@@ -14,11 +14,12 @@ mouse, hover for the file name, click to show that image in the Health tab.
 
 from __future__ import annotations
 
+import html
 import os
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QColor, QIcon
 from PySide6.QtWidgets import (
     QComboBox,
@@ -215,6 +216,7 @@ class HealthPanel(_Job):
         for d in report.near_duplicates:
             note = ", ".join(n for f, n in ((d.across_splits, "across splits"), (d.across_classes, "other class")) if f)
             item = self._add("duplicate", d.paths[0], note, os.path.basename(d.paths[1]), d.similarity)
+            item.setIcon(3, QIcon(d.paths[1]))
             item.setToolTip(1, "\n".join(d.paths))
         for o in report.outliers:
             self._add("outlier", o.path, "", "", o.score)
@@ -343,7 +345,7 @@ class MapPanel(_Job):
         self.plot = pg.PlotWidget()
         self.plot.hideAxis("left")
         self.plot.hideAxis("bottom")
-        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, tip=lambda x, y, data: data)
+        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, tip=_tip)
         self.scatter.sigClicked.connect(lambda _item, points, _ev: points and self.image_chosen.emit(points[0].data()))
         self.plot.addItem(self.scatter)
         layout = QVBoxLayout(self)
@@ -383,6 +385,12 @@ class MapPanel(_Job):
         self.scatter.setData(spots)
         self.status.setText(f"{len(fmap.paths)} images; colours are classes, rings are health findings. "
                             "Hover for the file, click to see it in Health.")
+
+
+def _tip(x: float, y: float, data: str) -> str:
+    """A point's hover text: the image itself and its file name."""
+    name = html.escape(os.path.basename(data))
+    return f'<img src="{html.escape(bytes(QUrl.fromLocalFile(data).toEncoded()).decode())}" width="128"><br>{name}'
 
 
 def _map_of(base: Any, dataset: Any, cut: str | None, size: int, mode: str, on_event: Any, should_stop: Any) -> Any:
