@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 
-from tlstudio.core.data.dataset import scan_dataset
 from tlstudio.gui import workers
 from tlstudio.gui.pages.data_page import DataPage
 from tlstudio.gui.state import ProjectState
