@@ -76,3 +76,22 @@ def test_bad_budget_is_refused():
 
 def test_candidate_cuts_are_the_default_and_earlier_block_outputs(tiny_vgg):
     assert tune.candidate_cuts(tiny_vgg) == ["block3_pool:0", "block2_pool:0", "block1_pool:0"]
+
+
+def test_a_small_validation_split_is_scored_by_k_fold(monkeypatch):
+    features, y, train, val = _problem()
+    calls = []
+    real = tune.fit_candidate
+
+    def spy(candidate, x, labels, fit_rows, held_out, *args, **kwargs):
+        calls.append(len(held_out))
+        return real(candidate, x, labels, fit_rows, held_out, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "fit_candidate", spy)
+    start = tune.Candidate("good:0", (), 0.0, True, 1e-3)
+    trial = tune.score_candidate(start, features["good:0"], y, train[:60], val[:12], 3, 3)
+    assert len(calls) == tune.FOLDS and sum(calls) == 72
+    assert 0.0 <= trial.val_accuracy <= 1.0
+    calls.clear()
+    tune.score_candidate(start, features["good:0"], y, train, val, 3, 3)
+    assert calls == [len(val)]

@@ -6,7 +6,9 @@ candidate cuts are taken from the same pass). The search is successive halving
 (the budget-aware search of Jamieson & Talwalkar): every candidate gets a few
 epochs, the best third goes on with three times as many, and so on up to the
 largest number of epochs, each fit with early stopping on the validation
-loss. The user's own recipe is always the first candidate, so the winner is
+loss (with fewer than 30 validation images, the mean over 3 folds of the
+training and validation images together instead). The user's own recipe is
+always the first candidate, so the winner is
 never worse on validation than what the user had.
 
 Candidates are drawn from a seeded generator, and each fit is seeded, so a
@@ -36,6 +38,9 @@ MAX_EPOCHS = 27
 KEEP = 3
 """Each rung keeps the best 1/KEEP of its candidates and gives them KEEP times the epochs."""
 PATIENCE = 3
+SMALL_VAL = 30
+"""With fewer validation images than this, candidates are scored by k-fold cross-validation."""
+FOLDS = 3
 EAGER_ROWS = 2048
 """Up to this many training rows a fit runs eagerly: tracing a graph per candidate costs more than it saves."""
 
@@ -203,7 +208,7 @@ def tune(
                 out_of_budget = True
                 break
             on_event(Progress("tune", len(trials), total, f"Rung {rung + 1}: {candidate.summary()}"))
-            trial = fit_candidate(
+            trial = score_candidate(
                 candidate, features[candidate.cut_tensor], labels, train, val, classes, epochs, rung,
                 seed=seed, batch_size=batch_size, should_stop=should_stop,
             )
@@ -221,6 +226,47 @@ def tune(
         epochs, rung = min(MAX_EPOCHS, epochs * KEEP), rung + 1
     on_event(Progress("tune", total, total, "Search finished"))
     return TuneResult(tuple(sorted(_latest(trials), key=_rank)), stopped, out_of_budget, time.perf_counter() - began)
+
+
+def score_candidate(
+    candidate: Candidate,
+    features: np.ndarray,
+    labels: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    classes: int,
+    epochs: int,
+    rung: int = 0,
+    seed: int = 0,
+    batch_size: int = 32,
+    should_stop: ShouldStop = never_stop,
+) -> Trial | None:
+    """One fit scored on ``val``; with fewer than :data:`SMALL_VAL` validation images, the mean over
+    :data:`FOLDS` seeded stratified folds of train and val together (a small split's score is too noisy)."""
+    if len(val) >= SMALL_VAL:
+        return fit_candidate(candidate, features, labels, train, val, classes, epochs, rung, seed, batch_size,
+                             should_stop)
+    from sklearn.model_selection import StratifiedKFold
+
+    rows = np.concatenate([train, val])
+    smallest = int(np.bincount(labels[rows], minlength=classes)[np.unique(labels[rows])].min())
+    folds = max(2, min(FOLDS, smallest))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    began, trials = time.perf_counter(), []
+    for fit_rows, held_out in splitter.split(rows, labels[rows]):
+        trial = fit_candidate(candidate, features, labels, rows[fit_rows], rows[held_out], classes, epochs, rung,
+                              seed, batch_size, should_stop)
+        if trial is None:
+            return None
+        trials.append(trial)
+    return Trial(
+        candidate,
+        float(np.mean([t.val_accuracy for t in trials])),
+        float(np.mean([t.val_loss for t in trials])),
+        int(np.median([t.epochs for t in trials])),
+        time.perf_counter() - began,
+        rung,
+    )
 
 
 def fit_candidate(
