@@ -106,12 +106,28 @@ def export_artifacts(context: _Context) -> None:
         raise SelfTestFailure("; ".join(failed + [f"{name}: not written" for name in missing]))
 
 
+def check_data_health(context: _Context) -> None:
+    """Find an injected wrong label on separable features (cleanlab and scikit-learn are bundled and work)."""
+    import numpy as np
+
+    from tlstudio.core.use.health import find_issues
+
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(0, 1, (20, 8)) + 6 * np.eye(8)[c] for c in range(2)])
+    labels = np.repeat([0, 1], 20)
+    labels[3] = 1
+    report = find_issues(features, labels, ("a", "b"), [str(i) for i in range(40)], ["train"] * 40)
+    if not report.mislabeled or report.mislabeled[0].path != "3":
+        raise SelfTestFailure(f"the health check missed an injected wrong label: {report.mislabeled[:3]}")
+
+
 STEPS: tuple[tuple[str, Callable[[_Context], None]], ...] = (
     ("Qt offscreen (PySide6, pyqtgraph)", check_qt),
     ("importing TensorFlow and Keras", check_engine_imports),
     ("generating sample images", make_data),
     ("training one epoch", train_one_epoch),
     ("exporting " + ", ".join(EXPORT_FORMATS), export_artifacts),
+    ("data health check (cleanlab, scikit-learn)", check_data_health),
 )
 
 

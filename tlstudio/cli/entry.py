@@ -23,7 +23,7 @@ import threading
 import traceback
 from typing import Any, Iterator, Sequence
 
-from tlstudio.cli import data, machine, network, results, train
+from tlstudio.cli import data, health, machine, network, results, train
 from tlstudio.cli.common import (
     EXIT_CANCELLED,
     EXIT_FAILED,
@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_explain(commands, common)
     network.add_activations(commands, common)
     network.add_compare_cuts(commands, common)
+    health.add_check(commands, common)
+    health.add_tune(commands, common)
+    health.add_lr_find(commands, common)
+    health.add_map(commands, common)
     parser.set_defaults(handler=_no_command, quiet=False, debug=False)
     return parser
 

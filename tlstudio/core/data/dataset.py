@@ -31,6 +31,7 @@ the split, and adding a few images changes it only a little.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -256,14 +257,48 @@ def scan_dataset(
 
 
 def scan_data_spec(spec: DataSpec, **kw) -> Dataset:
-    """Scan the folders of a recipe's data section; ``kw`` goes to :func:`scan_dataset`."""
-    return scan_dataset(
+    """Scan the folders of a recipe's data section, its excluded files and relabels applied;
+    ``kw`` goes to :func:`scan_dataset`."""
+    dataset = scan_dataset(
         spec.folders,
         val_fraction=spec.val_fraction,
         seed=spec.seed,
         excluded_classes=spec.excluded_classes,
         **kw,
     )
+    return apply_corrections(dataset, spec, kw.get("on_event", ignore_event))
+
+
+def apply_corrections(dataset: Dataset, spec: DataSpec, on_event: OnEvent = ignore_event) -> Dataset:
+    """``dataset`` without ``spec.excluded_files`` and with ``spec.relabels`` applied (the files stay as they are).
+
+    Excluded images join ``skipped``; a relabelled image keeps its split. A
+    relabel to a class the data does not have is ignored with a warning.
+    Applying the same corrections twice changes nothing.
+    """
+    if not spec.excluded_files and not spec.relabels:
+        return dataset
+    key = lambda path: os.path.normcase(os.path.abspath(path))  # noqa: E731 - one-line path key
+    excluded = {key(path) for path in spec.excluded_files}
+    relabels = {key(path): name for path, name in spec.relabels}
+    unknown = sorted({name for name in relabels.values() if name not in dataset.classes})
+    if unknown:
+        on_event(Message(f"Relabels to classes the data does not have are ignored: {_names(unknown)}.", "warning"))
+    failures = {item.path: "excluded in the project" for item in (*dataset.train, *dataset.val, *dataset.test)
+                if key(item.path) in excluded}
+    labels = {name: index for index, name in enumerate(dataset.classes)}
+
+    def corrected(items: tuple[ImageItem, ...]) -> tuple[ImageItem, ...]:
+        return tuple(
+            dataclasses.replace(item, label=labels[relabels[key(item.path)]])
+            if relabels.get(key(item.path)) in labels else item
+            for item in items
+        )
+
+    relabelled = dataclasses.replace(
+        dataset, train=corrected(dataset.train), val=corrected(dataset.val), test=corrected(dataset.test)
+    )
+    return _without(relabelled, failures)
 
 
 

@@ -43,12 +43,17 @@ class DataSpec:
 
     ``folders``: one root with class sub-folders, one root with ``train/`` and
     ``val/`` (optional ``test/``), or several folders that are each one class.
+    ``excluded_files`` (image paths) and ``relabels`` (``(path, class name)``
+    pairs) are corrections from the data health check: the scan leaves those
+    images out or gives them another class, and the user's files stay as they are.
     """
 
     folders: tuple[str, ...] = ()
     val_fraction: float = 0.2
     seed: int = 0
     excluded_classes: tuple[str, ...] = ()
+    excluded_files: tuple[str, ...] = ()
+    relabels: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         _require(
@@ -57,6 +62,20 @@ class DataSpec:
         )
         object.__setattr__(self, "folders", tuple(str(f) for f in self.folders))
         object.__setattr__(self, "excluded_classes", tuple(self.excluded_classes))
+        _require(
+            all(isinstance(f, str) and f for f in self.excluded_files),
+            f"Excluded files must be image paths. Received: excluded_files={self.excluded_files!r}",
+        )
+        object.__setattr__(self, "excluded_files", tuple(dict.fromkeys(self.excluded_files)))
+        _require(
+            all(
+                isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(v, str) and v for v in pair)
+                for pair in self.relabels
+            ),
+            "Relabels must be [image path, class name] pairs, e.g. [[\"cats/7.jpg\", \"dogs\"]]. "
+            f"Received: relabels={self.relabels!r}",
+        )
+        object.__setattr__(self, "relabels", tuple(dict((p, c) for p, c in self.relabels).items()))
         _require(
             0.0 < self.val_fraction < 1.0,
             f"The validation fraction must be between 0 and 1 (exclusive), e.g. 0.2. "

@@ -68,7 +68,7 @@ import tensorflow as tf
 from tlstudio.core.train import acceleration, distribute, runs
 from tlstudio.core.model import backbones, classifier, head, tensors
 from tlstudio.core.data import feature_cache, pipeline
-from tlstudio.core.data.dataset import Dataset, ImageItem, scan_data_spec
+from tlstudio.core.data.dataset import Dataset, ImageItem, apply_corrections, scan_data_spec
 from tlstudio.core.spec import anatomy
 from tlstudio.core.spec.errors import Cancelled, DataError, ImageError, RecipeError, TrainingError, UserError
 from tlstudio.core.spec.events import (
@@ -150,6 +150,7 @@ def train(
     target = _check_out_dir(out_dir) if chief else None
     if dataset is None:
         dataset = scan_data_spec(recipe.data, on_event=on_event, should_stop=should_stop)
+    dataset = apply_corrections(dataset, recipe.data, on_event)
     dataset.require_trainable()
     with strategy.scope(), acceleration.dtype_policy(acceleration.choose_policy()):
         if base_model is None:

@@ -39,10 +39,11 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.data.balance import imbalance_warning
-from tlstudio.core.data.dataset import Dataset, scan_dataset
+from tlstudio.core.data.dataset import Dataset, scan_data_spec
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.spec.recipe import DataSpec
 from tlstudio.gui.errors import show_error
+from tlstudio.gui.health_panel import add_health_tabs
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import DropZone
 from tlstudio.gui.widgets.thumbnails import PATH_ROLE, ThumbnailGrid
@@ -200,6 +201,7 @@ class DataPage(QWidget):
         self.tabs.addTab(images_tab, "Images")
         self.tabs.addTab(self.problems_table, "Problems")
         self.tabs.addTab(self.duplicates_tree, "Duplicates")
+        self.health_panel, self.map_panel = add_health_tabs(self.tabs, self.state, self.rescan)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.class_table)
@@ -291,11 +293,8 @@ class DataPage(QWidget):
         self.progress.setVisible(True)
         self.state.busy.emit("Scanning images…")
         self._handle = run_in_thread(
-            scan_dataset,
-            list(spec.folders),
-            spec.val_fraction,
-            spec.seed,
-            spec.excluded_classes,
+            scan_data_spec,
+            spec,
             on_event=self._on_event,
             on_done=self._scan_done,
             on_error=self._scan_failed,

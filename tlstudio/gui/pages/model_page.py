@@ -54,6 +54,8 @@ from tlstudio.core.spec.bases import base_info, menu_choices
 from tlstudio.core.spec.recipe import BaseSpec
 from tlstudio.gui import workers
 from tlstudio.gui.cut_comparison_dialog import CutComparisonDialog
+from tlstudio.gui.health_panel import open_dialog
+from tlstudio.gui.tune_dialog import TuneDialog
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.network_view import NetworkView, format_shape
 from tlstudio.gui.widgets.receptive_field_view import ReceptiveFieldView
@@ -341,6 +343,10 @@ class ModelPage(QWidget):
         self.compare_button.setObjectName("compareCuts")
         self.compare_button.clicked.connect(self.compare_cuts)
         row.addWidget(self.compare_button)
+        self.tune_button = QPushButton("Find the best recipe…")
+        self.tune_button.setToolTip("Search cuts, heads and learning rates on cached features within a time budget")
+        self.tune_button.clicked.connect(lambda: open_dialog(TuneDialog(self.state, self)))
+        row.addWidget(self.tune_button)
         column.addLayout(row)
         self.cut_message = QLabel()
         self.cut_message.setObjectName("cutMessage")

@@ -38,6 +38,8 @@ from tlstudio.core.spec.errors import DataError, RecipeError
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
 from tlstudio.core.spec.text import duration_text
 from tlstudio.gui import workers
+from tlstudio.gui.health_panel import open_dialog
+from tlstudio.gui.lr_finder_dialog import LrFinderDialog
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.loss_plot import LossPlot
 
@@ -206,7 +208,13 @@ class TrainPage(QWidget):
         self.lr_spin.setKeyboardTracking(False)
         self.lr_spin.setToolTip("How big each step is. 0.001 suits Adam; too large makes the loss jump or become NaN.")
         self.lr_spin.valueChanged.connect(lambda v: self._update(learning_rate=float(v)))
-        form.addRow("Learning rate", self.lr_spin)
+        self.lr_find_button = QPushButton("Find…")
+        self.lr_find_button.setToolTip("Sweep the learning rate of the head on cached features and suggest one")
+        self.lr_find_button.clicked.connect(lambda: open_dialog(LrFinderDialog(self.state, self)))
+        lr_row = QHBoxLayout()
+        lr_row.addWidget(self.lr_spin, 1)
+        lr_row.addWidget(self.lr_find_button)
+        form.addRow("Learning rate", lr_row)
         self.optimizer_combo = QComboBox()
         self.optimizer_combo.addItem("Adam", "adam")
         self.optimizer_combo.addItem("SGD with momentum", "sgd")
