@@ -270,6 +270,11 @@ class DataPage(QWidget):
 
     # ----- scanning -----
 
+    def rescan(self) -> None:
+        """Scan the recipe's folders again (files may have changed on disk)."""
+        if self.state.recipe.data.folders:
+            self._start_scan(self.state.recipe.data)
+
     def is_scanning(self) -> bool:
         return self._handle is not None
 
