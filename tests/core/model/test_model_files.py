@@ -119,3 +119,13 @@ def test_the_app_entry_refuses_an_old_keras(monkeypatch, capsys):
     monkeypatch.setattr(model_files.metadata, "version", lambda name: "3.10.0")
     assert entry.main(["--help"]) == 2
     assert "needs Keras 3.14 or newer" in capsys.readouterr().err
+
+
+def test_without_metadata_the_loaded_keras_is_checked(monkeypatch):
+    def missing(name):
+        raise model_files.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(model_files.metadata, "version", missing)
+    monkeypatch.setattr(keras, "__version__", "3.12.0")
+    with pytest.raises(KerasVersionError, match="Received: keras 3.12.0"):
+        check_keras_version()

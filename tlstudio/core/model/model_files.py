@@ -13,6 +13,7 @@ in the file is built or called during that check.
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -42,13 +43,19 @@ class KerasVersionError(UserError):
 def check_keras_version(installed: str | None = None) -> None:
     """Raise KerasVersionError when the installed Keras is older than :data:`MIN_KERAS`.
 
-    Reads the package metadata only, so it costs nothing at start-up.
+    Reads the package metadata, so it costs nothing at start-up. Where there is
+    no metadata (a bundle may leave it out) it reads ``keras.__version__`` if
+    Keras is already imported, and otherwise defers: reading a model file
+    checks again, with Keras loaded.
     """
     if installed is None:
         try:
             installed = metadata.version("keras")
         except metadata.PackageNotFoundError:
-            raise KerasVersionError("Keras is not installed. Install TL Studio's requirements: pip install 'keras>=3.14'.") from None
+            loaded = sys.modules.get("keras")
+            if loaded is None or not isinstance(getattr(loaded, "__version__", None), str):
+                return
+            installed = loaded.__version__
     parts = []
     for piece in installed.split(".")[:2]:
         digits = "".join(c for c in piece if c.isdigit())
