@@ -203,6 +203,14 @@ def save_model_atomically(model: Any, path: Path) -> Path:
     return path
 
 
+def remove_partial_files(folder: Path) -> None:
+    """Remove the half-written files a killed run left: temporary copies of the run's own files only."""
+    for name in RUN_FILES:
+        for leftover in folder.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+    (folder / PARTIAL_MODEL_FILE).unlink(missing_ok=True)
+
+
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:
     """Write ``value`` as indented JSON atomically (temporary file, flush, rename)."""
     data = (json.dumps(value, indent=2, allow_nan=True) + "\n").encode("utf-8")

@@ -260,7 +260,9 @@ class _Trainer:
                 f"The base model differs from the one run {self.run_dir.name!r} started with (its weights or "
                 "its cut changed), so it cannot be resumed. Train the recipe again as a new run."
             )
-        if not self.resumed:
+        if self.resumed:
+            runs.remove_partial_files(self.run_dir)
+        else:
             save_project(self.recipe, self.run_dir / runs.RECIPE_FILE)
             runs.write_json(self.run_dir / runs.CLASSES_FILE, list(self.dataset.classes))
         if self.chief:
@@ -750,8 +752,7 @@ def _discard(run_dir: Path, created: bool) -> None:
             (run_dir / name).unlink(missing_ok=True)
         except OSError:
             pass
-    for leftover in run_dir.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+    runs.remove_partial_files(run_dir)
     if created:
         try:
             run_dir.rmdir()
