@@ -16,7 +16,7 @@ from tlstudio.core.model import classifier
 from tlstudio.core.spec import paths
 from tlstudio.core.train import callbacks, runs, training
 from tlstudio.core.data.dataset import scan_dataset
-from tlstudio.core.spec.errors import Cancelled, DataError, TrainingError
+from tlstudio.core.spec.errors import Cancelled, TrainingError
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted
 from tlstudio.core.data.images import load_rgb
 from tlstudio.core.spec.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -248,3 +248,24 @@ class Checkpointing(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self.write(bool(self.model.stop_training))
+
+
+class RunningMeans:
+    """Running loss and accuracy over the batches of one pass, as Keras' ``fit`` logs them."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.correct = 0.0
+        self.count = 0.0
+
+    def add(self, sums: Sequence[float]) -> None:
+        """Add one batch's ``[loss sum, correct, images]``."""
+        loss, correct, count = sums
+        self.loss += loss
+        self.correct += correct
+        self.count += count
+
+    def logs(self, prefix: str = "") -> dict[str, float]:
+        if not self.count:
+            return {f"{prefix}loss": math.nan, f"{prefix}accuracy": math.nan}
+        return {f"{prefix}loss": self.loss / self.count, f"{prefix}accuracy": self.correct / self.count}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tlstudio.core.model import classifier
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.train import runs
 from tlstudio.core.train.callbacks import Best, LoopState
@@ -118,16 +119,56 @@ def load(folder: Path) -> Checkpoint | None:
         ) from None
 
 
+def layer_values(model, fine_tuned: list[str]) -> dict[str, list[np.ndarray]]:
+    """The current weights of the layers training changes: the head's and the fine-tuned base layers."""
+    return {name: [v.numpy() for v in layer.weights] for name, layer in _trained_layers(model, fine_tuned).items()}
+
+
+def restore(point: Checkpoint, model, fine_tuned: list[str], optimizer, watched: list) -> None:
+    """Put ``point``'s weights, optimizer state and best weights into a phase about to continue.
+
+    ``watched`` are the variables whose best values the phase keeps. A
+    checkpoint that does not fit (other fine-tuned layers, other shapes) is
+    refused with a UserError before anything is changed.
+    """
+    if point.fine_tuned != fine_tuned:
+        raise UserError(
+            f"The checkpoint fine-tuned {', '.join(point.fine_tuned) or 'no layers'} but the recipe now "
+            f"unfreezes {', '.join(fine_tuned) or 'none'}; the run cannot be resumed. Train again."
+        )
+    layers = _trained_layers(model, fine_tuned)
+    if set(layers) != set(point.layers):
+        raise UserError("The checkpoint's layers do not match the model built from the run's recipe; "
+                        "the run cannot be resumed. Train again.")
+    _check_shapes(list(optimizer.variables), point.optimizer, "optimizer state")
+    _check_shapes(watched, point.best_values, "best weights")
+    for name, layer in layers.items():
+        assign(list(layer.weights), point.layers[name], f"weights of {name}")
+    assign(list(optimizer.variables), point.optimizer, "optimizer state")
+
+
+def _trained_layers(model, fine_tuned: list[str]) -> dict:
+    """The head layers and the fine-tuned base layers, by name (``base/NAME`` for the latter)."""
+    kept = {layer.name: layer for layer in model.layers if layer.name.startswith("head_")}
+    if fine_tuned:
+        base = model.get_layer(classifier.BASE_NAME)
+        kept.update({f"{classifier.BASE_NAME}/{name}": base.get_layer(name) for name in fine_tuned})
+    return kept
+
+
 def assign(variables: list, values: list[np.ndarray], what: str) -> None:
     """Set ``variables`` to ``values``, refusing a checkpoint that does not fit the model."""
-    shapes = [tuple(v.shape) for v in variables]
-    if shapes != [tuple(np.shape(v)) for v in values]:
+    _check_shapes(variables, values, what)
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def _check_shapes(variables: list, values: list[np.ndarray], what: str) -> None:
+    if [tuple(v.shape) for v in variables] != [tuple(np.shape(v)) for v in values]:
         raise UserError(
             f"The checkpoint's {what} do not fit the model built from the run's recipe "
             f"({len(values)} arrays for {len(variables)} variables); the run cannot be resumed. Train again."
         )
-    for variable, value in zip(variables, values):
-        variable.assign(value)
 
 
 def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:

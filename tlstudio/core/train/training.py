@@ -2,56 +2,39 @@
 
 ``train`` runs one recipe and writes a run folder (see :mod:`tlstudio.core.train.runs`).
 
-Phase 1, ``head``: the base is frozen and called with ``training=False``, so its
-output for an image never changes. With augmentation off, the base therefore
-runs once per image: the features at the cut (after the head's pooling or
-flattening, which have no weights) are extracted for the training and
-validation images (:mod:`tlstudio.core.train.extraction`, through the feature
-cache), and a head-only model that shares the head's layers with the full
-classifier trains on them. With augmentation on, every epoch sees different
-pixels, so the full classifier trains on live, augmented images.
+Phase 1, ``head``: the base is frozen. With augmentation off, its output for an
+image never changes, so the features at the cut (after the head's weightless
+pooling) are extracted once (:mod:`tlstudio.core.train.extraction`, through the
+feature cache) and a head-only model sharing the head's layers trains on them.
+With augmentation on, the full classifier trains on live, augmented images.
+Phase 2, ``fine-tune`` (when ``fine_tune_epochs > 0``): the last base layers are
+unfrozen and the full classifier trains on images at the learning rate times
+``fine_tune_lr_factor``; the caller's base model gets its pretrained weights back
+when the run ends. Across both phases the weights with the lowest validation
+loss are kept. The loop's concerns (NaN, events, ETA, stop requests, early
+stopping, checkpoints) are the callbacks of :mod:`tlstudio.core.train.callbacks`;
+batch-norm finalisation is :mod:`tlstudio.core.train.batch_norm`.
 
-Phase 2, ``fine-tune`` (when ``fine_tune_epochs > 0``): the last layers of the
-base are unfrozen and the full classifier trains on images at the learning
-rate times ``fine_tune_lr_factor``. The base model passed in shares its layers
-with the classifier; its pretrained weights are put back once the run ends.
+Events: ``PhaseStarted``, ``BatchEnded`` after every training batch, ``EpochEnded``
+after every epoch (``epoch`` from 1 within its phase; ``batch`` and ``step``, across
+the run, from 0); extraction reports ``Progress(task="extract")``.
 
-Across both phases the weights with the lowest validation loss are kept: each
-phase ends with them restored, and they are what the run saves. The loop's
-concerns (events, NaN, stop requests, early stopping, checkpoints) are the
-callbacks of :mod:`tlstudio.core.train.callbacks`; batch-norm finalisation is
-:mod:`tlstudio.core.train.batch_norm`.
+Stops and faults: ``should_stop`` is checked after every batch. Every epoch end
+writes the best model so far, history, metrics and a checkpoint into the run
+folder (:mod:`tlstudio.core.train.run_folder`). After an epoch has ended, a stop
+keeps the best weights (``cancelled=True``, resumable) and an error or a kill
+leaves an *interrupted* run whose best model works; :func:`resume` continues it,
+restoring weights, optimizer state and shuffle order, so it ends as an
+uninterrupted run would (tested to 1e-4; with augmentation the random
+transformations after the resume point differ). Before the first epoch ends, a
+stop raises ``Cancelled`` and the run leaves nothing behind but what was there.
+An image that cannot be decoded is skipped, named in a warning and the log,
+and counted (``skipped_images``, ``skipped.json``); training stops only when a
+class no longer has enough images.
 
-Events: ``PhaseStarted`` at the start of each phase, ``BatchEnded`` after every
-training batch and ``EpochEnded`` after every epoch. ``epoch`` counts from 1
-within its phase; ``batch`` (within the epoch) and ``step`` (across the run)
-count from 0. Feature extraction reports ``Progress(task="extract")``.
-
-Stopping and faults: ``should_stop`` is checked after every training,
-validation and extraction batch. Every epoch end writes the best model so far,
-the history, the metrics and a checkpoint into the run folder. Once an epoch
-has ended, a stop keeps the best weights (the result has ``cancelled=True``
-and the run can be resumed) and an error or a kill leaves an *interrupted*
-run: its folder is kept, its best model works, and ``train(..., resume=FOLDER)``
-continues it. Before the first epoch ends, a stop raises ``Cancelled`` and an
-error propagates, and the run leaves nothing behind: only files the run wrote
-are removed, and the folder only if the run created it.
-
-Resuming restores the loop state, the weights, the optimizer's state and the
-shuffle order, so a resumed head phase on features and a resumed fine-tune
-phase without augmentation end as an uninterrupted run would (the tests hold
-them to 1e-4). With augmentation, the random transformations after the resume
-point differ from those an uninterrupted run would draw.
-
-Unreadable images: an image that cannot be decoded during extraction or
-training is skipped, named in a warning and in the log, and counted in the
-run's metrics (``skipped_images``) and ``skipped.json``; training stops only
-when a class no longer has enough images.
-
-Devices: both phases run the same custom training loop on a
-``tf.distribute`` strategy (:mod:`tlstudio.core.train.distribute`). The
-recipe's batch size is per replica. On a cluster only the chief writes the run
-folder; every other worker works in a temporary folder, deleted when the run ends.
+Devices: both phases run one custom loop on a ``tf.distribute`` strategy
+(:mod:`tlstudio.core.train.distribute`); the batch size is per replica. On a
+cluster only the chief writes the run folder; other workers use a temporary one.
 """
 
 from __future__ import annotations
@@ -62,28 +45,31 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tlstudio.core.data import feature_cache, pipeline
-from tlstudio.core.data.dataset import Dataset, ImageItem, scan_data_spec
+from tlstudio.core.data.dataset import Dataset, scan_data_spec
 from tlstudio.core.model import backbones, classifier, head, tensors
-from tlstudio.core.spec.errors import Cancelled, DataError, ImageError, RecipeError, TrainingError, UserError
+from tlstudio.core.spec.errors import Cancelled, ImageError, RecipeError, UserError
 from tlstudio.core.spec.events import Message, OnEvent, PhaseStarted, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import Recipe, TrainSpec, save_project
-from tlstudio.core.train import acceleration, callbacks, checkpoint, distribute, extraction, runs
+from tlstudio.core.train import acceleration, callbacks, checkpoint, distribute, extraction, run_folder, runs
 from tlstudio.core.train.batch_norm import finalize_batch_norm, finalize_from_features, split_head
 from tlstudio.core.train.callbacks import FINE_TUNE_PHASE, HISTORY_KEYS, LoopState, Phase
+from tlstudio.core.train.objectives import class_weights as _class_weights
+from tlstudio.core.train.objectives import labels as _labels
+from tlstudio.core.train.objectives import loss_and_accuracy as _loss_and_accuracy
+from tlstudio.core.train.objectives import optimizer as _optimizer
+from tlstudio.core.train.objectives import unique as _unique
 from tlstudio.core.train.run_log import RunLog
 
 __all__ = ["FINE_TUNE_PHASE", "HEAD_PHASE", "HISTORY_KEYS", "RunResult", "finalize_batch_norm", "resume", "train"]
 
 HEAD_PHASE = "head"
-_EPSILON = 1e-7
-"""Probabilities are clipped to [eps, 1 - eps] before the log, as Keras' crossentropy does."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +125,12 @@ def train(
     if strategy is None:
         strategy = distribute.training_strategy()
     chief = distribute.is_chief(strategy)
-    start = _resume_point(Path(resume_dir).expanduser(), out_dir) if resume_dir is not None else None
-    target = _check_out_dir(out_dir) if chief and resume_dir is None else None
+    start = run_folder.resume_point(Path(resume_dir).expanduser(), out_dir) if resume_dir is not None else None
+    target = run_folder.check_out_dir(out_dir) if chief and resume_dir is None else None
     if dataset is None:
         dataset = scan_data_spec(recipe.data, on_event=on_event, should_stop=should_stop)
     if start is not None:
-        dataset = _same_data(dataset, start)
+        dataset = run_folder.same_data(dataset, start)
     dataset.require_trainable()
     with strategy.scope(), acceleration.dtype_policy(acceleration.choose_policy()):
         if base_model is None:
@@ -180,9 +166,9 @@ def train(
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
         elif trainer.kept_epochs or start is not None:
-            _mark_interrupted(run_dir, error, trainer, log)
+            run_folder.mark_interrupted(run_dir, error, trainer.state.epoch, log)
         else:
-            _discard(run_dir, created)
+            run_folder.discard(run_dir, created)
         raise
     finally:
         lock.release()
@@ -199,15 +185,6 @@ def resume(run_dir: str | Path, **options) -> RunResult:
     return train(run.recipe, resume_dir=run.path, **options)
 
 
-@dataclass
-class _Start:
-    """Where a resumed run starts: its folder and checkpoint (None: from the beginning)."""
-
-    folder: Path
-    point: checkpoint.Checkpoint | None
-    classes: tuple[str, ...]
-
-
 class _Trainer:
     """One run of ``train``: the model, the data, the loop state and the run folder."""
 
@@ -220,7 +197,7 @@ class _Trainer:
         report: OnEvent,
         should_stop: ShouldStop,
         strategy: "tf.distribute.Strategy",
-        start: _Start | None,
+        start: run_folder.Start | None,
     ) -> None:
         self.recipe = recipe
         self.spec: TrainSpec = recipe.training
@@ -427,7 +404,8 @@ class _Trainer:
         if point is None:
             state.phase_epoch, state.phase_best, state.waited = 0, math.inf, 0
         else:
-            self._restore(point, optimizer, watched)
+            checkpoint.restore(point, self.model, self.fine_tuned, optimizer, watched)
+            state.best.values = [np.asarray(v) for v in point.best_values]
             for _ in range(state.phase_epoch):
                 iter(batches[0])  # each new iterator draws the next epoch's shuffle order
         self.report(PhaseStarted(name, epochs, steps, learning_rate))
@@ -451,7 +429,7 @@ class _Trainer:
 
         def epoch_pass(epoch: int) -> None:
             hooks.on_epoch_begin(epoch)
-            train_sums, val_sums = _Sums(), _Sums()
+            train_sums, val_sums = callbacks.RunningMeans(), callbacks.RunningMeans()
             for batch, data in enumerate(batches[0]):
                 train_sums.add(runner.train(data))
                 hooks.on_train_batch_end(batch, {**train_sums.logs(), "learning_rate": rate()})
@@ -494,62 +472,19 @@ class _Trainer:
         if not self.chief:
             return
         state = self.state
-        try:
-            if state.improved:
-                runs.save_model_atomically(self.model, self.run_dir / runs.MODEL_FILE)
-            runs.write_json(self.run_dir / runs.HISTORY_FILE, state.history)
-            runs.write_json(self.run_dir / runs.METRICS_FILE, self._metrics({}))
-            self._write_skipped()
-            checkpoint.save(self.run_dir, checkpoint.Checkpoint(
-                phase=self.phase_name,
-                phase_done=ending or state.phase_epoch >= epochs,
-                loop=state,
-                feature_key=self.feature_key,
-                classes=tuple(self.dataset.classes),
-                skipped=list(self.skipped.files),
-                fine_tuned=list(self.fine_tuned),
-                layers=self._layer_values(),
-                optimizer=[v.numpy() for v in self.optimizer.variables] if self.optimizer is not None else [],
-                best_values=list(state.best.values),
-            ))
-        except OSError as error:
-            raise TrainingError(
-                f"Training stopped: cannot save epoch {state.epoch} into the run folder {str(self.run_dir)!r} "
-                f"({error.strerror or error}). Free some disk space, then continue with "
-                f"'tlstudio train --resume {self.run_dir}'."
-            ) from None
-
-    def _layers_to_keep(self) -> dict[str, "keras.layers.Layer"]:
-        """The layers whose weights training changes: the head's and the fine-tuned base layers, by name."""
-        kept = {layer.name: layer for layer in self.model.layers if layer.name.startswith("head_")}
-        if self.fine_tuned:
-            base = self.model.get_layer(classifier.BASE_NAME)
-            kept.update({f"{classifier.BASE_NAME}/{name}": base.get_layer(name) for name in self.fine_tuned})
-        return kept
-
-    def _layer_values(self) -> dict[str, list[np.ndarray]]:
-        return {name: [v.numpy() for v in layer.weights] for name, layer in self._layers_to_keep().items()}
-
-    def _restore(self, point: checkpoint.Checkpoint, optimizer: keras.optimizers.Optimizer, watched: list) -> None:
-        """Weights, optimizer state and best weights from ``point``, for the phase it was written in."""
-        if point.fine_tuned != self.fine_tuned:
-            raise UserError(
-                f"The checkpoint fine-tuned {', '.join(point.fine_tuned) or 'no layers'} but the recipe now "
-                f"unfreezes {', '.join(self.fine_tuned) or 'none'}; the run cannot be resumed. Train again."
-            )
-        layers = self._layers_to_keep()
-        if set(layers) != set(point.layers):
-            raise UserError("The checkpoint's layers do not match the model built from the run's recipe; "
-                            "the run cannot be resumed. Train again.")
-        for name, layer in layers.items():
-            checkpoint.assign(list(layer.weights), point.layers[name], f"weights of {name}")
-        checkpoint.assign(list(optimizer.variables), point.optimizer, "optimizer state")
-        checkpoint.assign(watched, point.best_values, "best weights")
-        self.state.best.values = [np.asarray(v) for v in point.best_values]
-
-    def _write_skipped(self) -> None:
-        if self.skipped.files:
-            runs.write_json(self.run_dir / runs.SKIPPED_FILE, [list(pair) for pair in self.skipped.files])
+        point = checkpoint.Checkpoint(
+            phase=self.phase_name,
+            phase_done=ending or state.phase_epoch >= epochs,
+            loop=state,
+            feature_key=self.feature_key,
+            classes=tuple(self.dataset.classes),
+            skipped=list(self.skipped.files),
+            fine_tuned=list(self.fine_tuned),
+            layers=checkpoint.layer_values(self.model, self.fine_tuned),
+            optimizer=[v.numpy() for v in self.optimizer.variables] if self.optimizer is not None else [],
+            best_values=list(state.best.values),
+        )
+        run_folder.save_epoch(self.run_dir, self.model if state.improved else None, self._metrics({}), point)
 
     # ----- the end -----------------------------------------------------------------------------------------
 
@@ -603,22 +538,9 @@ class _Trainer:
     def _save(self, cancelled: bool, val_metrics: dict[str, float]) -> RunResult:
         state = self.state
         metrics = self._metrics(val_metrics)
-        try:
-            runs.save_model_atomically(self.model, self.run_dir / runs.MODEL_FILE)
-            runs.write_json(self.run_dir / runs.HISTORY_FILE, state.history)
-            runs.write_json(self.run_dir / runs.METRICS_FILE, metrics)
-            self._write_skipped()
-            if self.chief:
-                if cancelled:
-                    runs.write_status(self.run_dir, runs.STOPPED, f"stopped on request after epoch {state.epoch}")
-                else:
-                    runs.write_status(self.run_dir, runs.FINISHED)
-                    (self.run_dir / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
-        except OSError as error:
-            raise TrainingError(
-                f"Training stopped: cannot save the run into {str(self.run_dir)!r} ({error.strerror or error}). "
-                f"Free some disk space, then continue with 'tlstudio train --resume {self.run_dir}'."
-            ) from None
+        if self.chief:
+            run_folder.save_end(self.run_dir, self.model, state.history, metrics, self.skipped.files,
+                                f"stopped on request after epoch {state.epoch}" if cancelled else None)
         if self.skipped.files:
             self.report(Message(f"{len(self.skipped)} unreadable image(s) were skipped; they are listed in "
                                 f"{runs.SKIPPED_FILE}.", "warning"))
@@ -640,124 +562,9 @@ class _Trainer:
         )
 
 
-class _Sums:
-    """Running loss and accuracy over the batches of one pass, as Keras' ``fit`` logs them."""
-
-    def __init__(self) -> None:
-        self.loss = 0.0
-        self.correct = 0.0
-        self.count = 0.0
-
-    def add(self, sums: Sequence[float]) -> None:
-        """Add one batch's ``[loss sum, correct, images]``."""
-        loss, correct, count = sums
-        self.loss += loss
-        self.correct += correct
-        self.count += count
-
-    def logs(self, prefix: str = "") -> dict[str, float]:
-        if not self.count:
-            return {f"{prefix}loss": math.nan, f"{prefix}accuracy": math.nan}
-        return {f"{prefix}loss": self.loss / self.count, f"{prefix}accuracy": self.correct / self.count}
-
-
-def _resume_point(folder: Path, out_dir: str | Path | None) -> _Start:
-    """What a resumed run continues from; UserError when ``folder`` is not a run that can be resumed."""
-    if out_dir is not None:
-        raise UserError("A resumed run continues in its own folder; give either resume or an output folder, not both.")
-    run = runs.load_run(folder)
-    if not run.resumable:
-        raise UserError(
-            f"The run {str(folder)!r} is {run.state_text}; only an interrupted or stopped run can be resumed. "
-            "Train the recipe again for a new run."
-        )
-    point = checkpoint.load(run.path)
-    if point is not None and tuple(point.classes) != run.classes:
-        raise UserError(f"The checkpoint of {str(folder)!r} does not match its classes.json; it cannot be resumed.")
-    return _Start(run.path, point, run.classes)
-
-
-def _same_data(dataset: Dataset, start: _Start) -> Dataset:
-    """The scanned data without the images the run skipped; DataError when its classes are not the run's."""
-    if tuple(dataset.classes) != start.classes:
-        raise DataError(
-            f"The data folders now hold the classes {', '.join(dataset.classes)}, but the run was trained on "
-            f"{', '.join(start.classes)}; it cannot be resumed with other classes. Train a new run instead."
-        )
-    if start.point is None or not start.point.skipped:
-        return dataset
-    gone = {path for path, _ in start.point.skipped}
-    return dataclasses.replace(
-        dataset,
-        train=tuple(item for item in dataset.train if item.path not in gone),
-        val=tuple(item for item in dataset.val if item.path not in gone),
-    )
-
-
-def _mark_interrupted(run_dir: Path, error: BaseException, trainer: _Trainer, log: RunLog) -> None:
-    """Mark a run that ended by an error or a stop after finished epochs; it keeps its best model and checkpoint."""
-    done = trainer.state.epoch
-    if isinstance(error, Cancelled):
-        status, reason = runs.STOPPED, f"stopped on request after epoch {done}"
-    elif isinstance(error, KeyboardInterrupt):
-        status, reason = runs.INTERRUPTED, f"interrupted (Ctrl+C) after epoch {done}"
-    else:
-        text = str(error).strip().splitlines()
-        detail = text[0] if text else ""
-        if not isinstance(error, UserError):
-            detail = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
-        status, reason = runs.INTERRUPTED, f"{detail} (after epoch {done})"
-    log.write(f"[error] The run ended early, {reason}. Its best model so far is kept; continue it with "
-              f"'tlstudio train --resume {run_dir}'.")
-    try:
-        runs.write_status(run_dir, status, reason)
-    except OSError:
-        pass  # without a status the free lock marks it interrupted
-
-
 def _base_label(recipe: Recipe) -> str:
     """How the feature cache lists a recipe's base model: its name, or the model file's path."""
     return recipe.base.model_file if recipe.base.name == "file" and recipe.base.model_file else recipe.base.name
-
-
-def _check_out_dir(out_dir: str | Path | None) -> Path | None:
-    """Refuse, before any work, an output folder that already holds files: TL Studio never writes over them."""
-    if out_dir is None:
-        return None
-    target = Path(out_dir).expanduser()
-    if target.exists() and not target.is_dir():
-        raise UserError(f"The output folder {str(target)!r} is a file. Give a new or empty folder for the run.")
-    try:
-        used = target.is_dir() and any(target.iterdir())
-    except OSError as error:
-        raise UserError(f"Cannot read the output folder {str(target)!r} ({error.strerror or error}). "
-                        "Give a new or empty folder you can write to.") from None
-    if used and runs.looks_like_run(target):
-        raise UserError(
-            f"The output folder {str(target)!r} is not empty: it already holds a TL Studio run. "
-            f"Continue it with 'tlstudio train --resume {target}' if it was interrupted, or choose a new folder."
-        )
-    if used:
-        raise UserError(
-            f"The output folder {str(target)!r} is not empty and is not a TL Studio run; TL Studio never writes "
-            "into or deletes files it did not make. Choose a new or empty folder (or move its files elsewhere)."
-        )
-    return target
-
-
-def _discard(run_dir: Path, created: bool) -> None:
-    """Leave nothing of a run that produced no model: only the files a run writes, and the folder if it made it."""
-    for name in runs.RUN_FILES:
-        try:
-            (run_dir / name).unlink(missing_ok=True)
-        except OSError:
-            pass
-    runs.remove_partial_files(run_dir)
-    if created:
-        try:
-            run_dir.rmdir()
-        except OSError:
-            pass  # it holds files someone else put there: they stay
 
 
 def _recipe_for(recipe: Recipe, base_model: "keras.Model", on_event: OnEvent) -> Recipe:
@@ -772,43 +579,3 @@ def _recipe_for(recipe: Recipe, base_model: "keras.Model", on_event: OnEvent) ->
     on_event(Message(f"The base model takes {size}x{size} images; using input size {size} "
                      f"instead of {recipe.base.input_size}."))
     return updated
-
-
-def _optimizer(spec: TrainSpec, learning_rate: float, total_steps: int) -> keras.optimizers.Optimizer:
-    rate = (
-        keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(1, total_steps))
-        if spec.cosine_decay
-        else float(learning_rate)
-    )
-    if spec.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=spec.momentum)
-    return keras.optimizers.Adam(rate)
-
-
-def _class_weights(items: Sequence[ImageItem], classes_count: int) -> dict[int, float]:
-    """'Balanced' weights: n / (classes * count), so every class weighs the same in the loss."""
-    counts = np.bincount(_labels(items), minlength=classes_count)
-    present = int(np.count_nonzero(counts))
-    return {label: len(items) / (present * count) for label, count in enumerate(counts.tolist()) if count}
-
-
-def _labels(items: Sequence[ImageItem]) -> np.ndarray:
-    return np.asarray([item.label for item in items], dtype=np.int32)
-
-
-def _loss_and_accuracy(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], _EPSILON, 1 - _EPSILON)
-    return {
-        "loss": float(-np.log(picked).mean()),
-        "accuracy": float((probabilities.argmax(axis=1) == labels).mean()),
-    }
-
-
-def _unique(variables: list) -> list:
-    seen: set[int] = set()
-    result = []
-    for variable in variables:
-        if id(variable) not in seen:
-            seen.add(id(variable))
-            result.append(variable)
-    return result
