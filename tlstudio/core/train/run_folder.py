@@ -80,12 +80,7 @@ def resume_point(folder: Path, out_dir: str | Path | None) -> Start:
     """What a resumed run continues from; UserError when ``folder`` is not a run that can be resumed."""
     if out_dir is not None:
         raise UserError("A resumed run continues in its own folder; give either resume or an output folder, not both.")
-    run = runs.load_run(folder)
-    if not run.resumable:
-        raise UserError(
-            f"The run {str(folder)!r} is {run.state_text}; only an interrupted or stopped run can be resumed. "
-            "Train the recipe again for a new run."
-        )
+    run = runs.resumable_run(folder)
     point = checkpoint.load(run.path)
     if point is not None and tuple(point.classes) != run.classes:
         raise UserError(f"The checkpoint of {str(folder)!r} does not match its classes.json; it cannot be resumed.")

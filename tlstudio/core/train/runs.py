@@ -339,6 +339,17 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     )
 
 
+def resumable_run(path: str | os.PathLike[str]) -> Run:
+    """The run in ``path`` if it can be resumed (interrupted or stopped); UserError saying why not otherwise."""
+    run = load_run(path)
+    if not run.resumable:
+        raise UserError(
+            f"The run {str(run.path)!r} is {run.state_text}; only an interrupted or stopped run can be resumed. "
+            "Train the recipe again for a new run."
+        )
+    return run
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
