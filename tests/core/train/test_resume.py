@@ -79,6 +79,13 @@ def test_an_error_after_epochs_leaves_an_interrupted_run_that_resumes(reference,
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     listed = {r.path: r.state_text for r in runs.list_runs(tmp_path)}
     assert listed[folder] == run.state_text
+    if fail_after == 2:  # the interrupted run's best model is a model like any other
+        from tlstudio.core.use.export import export_run
+        from tlstudio.core.use.predict import load_predictor
+
+        report = export_run(folder, tmp_path / "export", formats=("keras",))
+        assert all(check.passed for check in report.checks)
+        assert load_predictor(folder) is not None
 
     resumed = training.resume(folder)
     _same_run(resumed, expected)

@@ -22,6 +22,7 @@ import tensorflow as tf
 from tlstudio.core.data.dataset import ImageItem
 from tlstudio.core.model import head
 from tlstudio.core.spec.errors import DataError
+from tlstudio.core.train import extraction
 
 _WEIGHTLESS_HEAD_START = (
     keras.layers.GlobalAveragePooling1D,
@@ -33,8 +34,6 @@ _WEIGHTLESS_HEAD_START = (
 
 def finalize_batch_norm(model: "keras.Model", items: Sequence[ImageItem], input_size: int, batch_size: int) -> None:
     """Set each head BatchNormalization layer's moving statistics from every image in ``items``."""
-    from tlstudio.core.train import extraction
-
     if not items:
         raise DataError("Batch-norm finalisation needs at least one training image; received none.")
     frozen, trainable = split_head(model)
