@@ -163,3 +163,17 @@ def test_write_atomically_leaves_the_old_file_on_a_failed_write(tmp_path):
         runs.write_atomically(tmp_path / "m.json", full_disk)
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_a_damaged_checkpoint_is_a_clear_error_and_never_unpickled(tmp_path):
+    import numpy as np
+
+    from tlstudio.core.train import checkpoint
+
+    (tmp_path / runs.CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UserError, match="checkpoint .* cannot be read.*cannot be resumed"):
+        checkpoint.load(tmp_path)
+    np.savez(tmp_path / runs.CHECKPOINT_FILE, state=np.array([object()], dtype=object))
+    with pytest.raises(UserError, match="cannot be read"):
+        checkpoint.load(tmp_path)
+    assert checkpoint.load(tmp_path / "nothing-here") is None

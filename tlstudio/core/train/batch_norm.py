@@ -13,7 +13,7 @@ therefore for the moving variance it applies at inference.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from tlstudio.core.data.dataset import ImageItem
 from tlstudio.core.model import head
-from tlstudio.core.spec.errors import DataError
+from tlstudio.core.spec.errors import Cancelled, DataError
+from tlstudio.core.spec.events import Message, OnEvent
 from tlstudio.core.train import extraction
 
 _WEIGHTLESS_HEAD_START = (
@@ -52,6 +53,29 @@ def finalize_from_features(model: "keras.Model", chain: list, features: np.ndarr
         norm.moving_mean.assign(values.mean(axis=axes, dtype=np.float64).astype(np.float32))
         norm.moving_variance.assign(values.var(axis=axes, dtype=np.float64).astype(np.float32))
     return len(norms)
+
+
+def finalize_in_run(
+    model: "keras.Model",
+    chain: list,
+    features: np.ndarray | None,
+    extract: Callable[[], np.ndarray],
+    batch_size: int,
+    report: OnEvent,
+) -> bool:
+    """Finalise a run's head BN layers from ``features`` (or ``extract()``'s); False when none or stopped."""
+    if not head.head_bn_layers(model):
+        report(Message("Batch-norm finalisation skipped: the head has no batch-norm layers."))
+        return False
+    report(Message("Finalising batch norm: the head's mean and variance over the whole training set."))
+    try:
+        values = features if features is not None else extract()
+    except Cancelled:
+        report(Message("Batch-norm finalisation stopped on request; keeping the trained statistics."))
+        return False
+    count = finalize_from_features(model, chain, values, batch_size)
+    report(Message(f"Batch norm finalised in {count} layer(s)."))
+    return True
 
 
 def split_head(model: "keras.Model") -> tuple["keras.Model", list]:

@@ -28,6 +28,7 @@ import numpy as np
 from tlstudio.core.data import feature_cache, images, pipeline
 from tlstudio.core.data.dataset import Dataset, ImageItem
 from tlstudio.core.spec.errors import Cancelled, DataError, ImageError
+from tlstudio.core.spec.recipe import Recipe
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.train import acceleration
 
@@ -94,6 +95,11 @@ def cached_features(
         )
     )
     return features, key.digest
+
+
+def base_label(recipe: Recipe) -> str:
+    """How the feature cache lists a recipe's base model: its name, or the model file's path."""
+    return recipe.base.model_file if recipe.base.name == "file" and recipe.base.model_file else recipe.base.name
 
 
 @dataclass

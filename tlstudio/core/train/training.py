@@ -53,12 +53,12 @@ import tensorflow as tf
 
 from tlstudio.core.data import feature_cache, pipeline
 from tlstudio.core.data.dataset import Dataset, scan_data_spec
-from tlstudio.core.model import backbones, classifier, head, tensors
+from tlstudio.core.model import backbones, classifier, tensors
 from tlstudio.core.spec.errors import Cancelled, ImageError, RecipeError, UserError
 from tlstudio.core.spec.events import Message, OnEvent, PhaseStarted, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import Recipe, TrainSpec, save_project
 from tlstudio.core.train import acceleration, callbacks, checkpoint, distribute, extraction, run_folder, runs
-from tlstudio.core.train.batch_norm import finalize_batch_norm, finalize_from_features, split_head
+from tlstudio.core.train.batch_norm import finalize_batch_norm, finalize_from_features, finalize_in_run, split_head
 from tlstudio.core.train.callbacks import FINE_TUNE_PHASE, HISTORY_KEYS, LoopState, Phase
 from tlstudio.core.train.objectives import class_weights as _class_weights
 from tlstudio.core.train.objectives import labels as _labels
@@ -219,7 +219,7 @@ class _Trainer:
         self.features: tuple[np.ndarray, np.ndarray] | None = None
         self.head_model: "keras.Model | None" = None
         self.frozen, self.chain = split_head(model)
-        self.feature_key = feature_cache.feature_set_key(self.frozen, _base_label(recipe), recipe.cut_tensor).digest
+        self.feature_key = feature_cache.feature_set_key(self.frozen, extraction.base_label(recipe), recipe.cut_tensor).digest
         self.fine_tuned: list[str] = []
         self.base_weights: list[tuple[keras.layers.Layer, list[np.ndarray]]] = []
         self.phase_name = HEAD_PHASE
@@ -317,7 +317,7 @@ class _Trainer:
     def _cached_features(self) -> tuple[np.ndarray, np.ndarray]:
         splits = ((self.dataset.train, "training"), (self.dataset.val, "validation"))
         (train_x, val_x), _ = extraction.cached_features(
-            self.frozen, _base_label(self.recipe), self.recipe.cut_tensor, splits, self.input_size,
+            self.frozen, extraction.base_label(self.recipe), self.recipe.cut_tensor, splits, self.input_size,
             self.spec.batch_size, self.report, self.should_stop,
         )
         return train_x, val_x
@@ -490,22 +490,15 @@ class _Trainer:
 
     def _finalize(self) -> bool:
         """Finalise the head's BN layers; False when there are none or on a stop request."""
-        if not head.head_bn_layers(self.model):
-            self.report(Message("Batch-norm finalisation skipped: the head has no batch-norm layers."))
-            return False
-        self.report(Message("Finalising batch norm: the head's mean and variance over the whole training set."))
-        try:
-            features = self.features[0] if self.features is not None else extraction.retrying(
+        return finalize_in_run(
+            self.model, self.chain, self.features[0] if self.features is not None else None,
+            lambda: extraction.retrying(
                 lambda: extraction.extract(self.frozen, self.dataset.train, self.input_size, self.spec.batch_size,
                                            self.report, self.should_stop, "training"),
                 self._skip_unreadable,
-            )
-        except Cancelled:
-            self.report(Message("Batch-norm finalisation stopped on request; keeping the trained statistics."))
-            return False
-        count = finalize_from_features(self.model, self.chain, features, self.spec.batch_size)
-        self.report(Message(f"Batch norm finalised in {count} layer(s)."))
-        return True
+            ),
+            self.spec.batch_size, self.report,
+        )
 
     def _validation_metrics(self) -> dict[str, float]:
         """Loss and accuracy of the final model on the validation images."""
@@ -560,11 +553,6 @@ class _Trainer:
             stopped_early=state.stopped_early,
             skipped=tuple(self.skipped.files),
         )
-
-
-def _base_label(recipe: Recipe) -> str:
-    """How the feature cache lists a recipe's base model: its name, or the model file's path."""
-    return recipe.base.model_file if recipe.base.name == "file" and recipe.base.model_file else recipe.base.name
 
 
 def _recipe_for(recipe: Recipe, base_model: "keras.Model", on_event: OnEvent) -> Recipe:
