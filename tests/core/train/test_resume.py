@@ -66,9 +66,11 @@ def test_an_error_after_epochs_leaves_an_interrupted_run_that_resumes(reference,
             raise TrainingError("Training stopped: the device ran out of memory with batch size 8.")
 
     monkeypatch.setattr(callbacks.Checkpointing, "on_epoch_end", failing)
+    events = []
     with pytest.raises(TrainingError):
-        training.train(recipe, out_dir=folder)
+        training.train(recipe, out_dir=folder, on_event=events.append)
     monkeypatch.undo()
+    assert any("ended early" in e.text and f"--resume {folder}" in e.text for e in events if hasattr(e, "text"))
 
     run = runs.load_run(folder)
     assert run.status == "interrupted" and run.resumable

@@ -17,6 +17,7 @@ from typing import Any
 
 from tlstudio.core.data.dataset import Dataset
 from tlstudio.core.spec.errors import Cancelled, DataError, TrainingError, UserError
+from tlstudio.core.spec.events import Message, OnEvent
 from tlstudio.core.train import checkpoint, runs
 from tlstudio.core.train.run_log import RunLog
 
@@ -104,7 +105,7 @@ def same_data(dataset: Dataset, start: Start) -> Dataset:
     )
 
 
-def mark_interrupted(run_dir: Path, error: BaseException, done: int, log: RunLog) -> None:
+def mark_interrupted(run_dir: Path, error: BaseException, done: int, log: RunLog, report: OnEvent) -> None:
     """Mark a run that ended by an error or a stop after finished epochs; it keeps its best model and checkpoint."""
     if isinstance(error, Cancelled):
         status, reason = runs.STOPPED, f"stopped on request after epoch {done}"
@@ -116,8 +117,11 @@ def mark_interrupted(run_dir: Path, error: BaseException, done: int, log: RunLog
         if not isinstance(error, UserError):
             detail = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
         status, reason = runs.INTERRUPTED, f"{detail} (after epoch {done})"
-    log.write(f"[error] The run ended early, {reason}. Its best model so far is kept; continue it with "
-              f"'tlstudio train --resume {run_dir}'.")
+    kept = "Its best model so far is kept and works; continue" if done else "No epoch has finished yet; start"
+    note = (f"The run {run_dir.name} ended early ({reason}). {kept} it with 'tlstudio train --resume {run_dir}' "
+            "or the Runs page's Resume.")
+    log.write(f"[warning] {note}")
+    report(Message(note, "warning"))
     try:
         runs.write_status(run_dir, status, reason)
     except OSError:

@@ -166,7 +166,7 @@ def train(
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
         elif trainer.kept_epochs or start is not None:
-            run_folder.mark_interrupted(run_dir, error, trainer.state.epoch, log)
+            run_folder.mark_interrupted(run_dir, error, trainer.state.epoch, log, on_event)
         else:
             run_folder.discard(run_dir, created)
         raise
