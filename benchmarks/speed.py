@@ -272,7 +272,7 @@ def _finetune_vs_raw(work: Path, root: Path, spec) -> float:
 
     from tlstudio.core.model import backbones, classifier, tensors
     from tlstudio.core.data import pipeline
-    from tlstudio.core.train import extraction
+    from tlstudio.core.train import training
     from tlstudio.core.data.dataset import scan_dataset
     from tlstudio.core.spec.events import BatchEnded
     from tlstudio.core.spec.recipe import DataSpec, HeadSpec, Recipe, TrainSpec
