@@ -147,12 +147,12 @@ def _engine_benchmarks(work: Path, count: int, size: int) -> dict[str, float]:
 
 def _frozen_part(base, size: int):
     from tlstudio.core.model import classifier, tensors
-    from tlstudio.core.train import training
+    from tlstudio.core.train import batch_norm
     from tlstudio.core.spec.recipe import HeadSpec
 
     model = classifier.build_classifier(base, tensors.default_cut_tensor(base), len(CLASSES),
                                         HeadSpec(batch_norm=False), "caffe")
-    return training._split_head(model)[0]
+    return batch_norm.split_head(model)[0]
 
 
 def _extract_vs_forward(root: Path, base, size: int) -> float:
@@ -161,7 +161,7 @@ def _extract_vs_forward(root: Path, base, size: int) -> float:
     import tensorflow as tf
 
     from tlstudio.core.data import pipeline
-    from tlstudio.core.train import training
+    from tlstudio.core.train import extraction
     from tlstudio.core.data.dataset import scan_dataset
 
     items = list(scan_dataset([root]).train)
@@ -169,7 +169,7 @@ def _extract_vs_forward(root: Path, base, size: int) -> float:
     quiet = (lambda event: None, lambda: False)
 
     def extract() -> np.ndarray:
-        return training._extract(frozen, items, size, BATCH_SIZE, *quiet, "benchmark")
+        return extraction.extract(frozen, items, size, BATCH_SIZE, *quiet, "benchmark")
 
     images = pipeline.load_images([item.path for item in items], size)
     batches = [tf.constant(images[i : i + BATCH_SIZE]) for i in range(0, len(images), BATCH_SIZE)]

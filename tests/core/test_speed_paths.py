@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tlstudio.core.train import acceleration, runs, training
+from tlstudio.core.train import acceleration, batch_norm, runs, training
 from tlstudio.core.model import classifier
 from tlstudio.core.data import pipeline
 from tlstudio.core.data.dataset import scan_dataset
@@ -102,7 +102,7 @@ def test_xla_gives_the_same_outputs_and_losses_on_cpu():
     images = rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
     labels = rng.integers(0, 3, 16)
     plain = model.predict(images, verbose=0)
-    frozen = training._split_head(model)[0]
+    frozen = batch_norm.split_head(model)[0]
     frozen_plain = frozen.predict(images, verbose=0)
     losses = {}
     for jit in (False, True):

@@ -226,14 +226,17 @@ def _cmd_runs(
     args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop
 ) -> int:
     from tlstudio.core.spec import paths
-    from tlstudio.core.train.runs import list_runs
+    from tlstudio.core.train.runs import scan_runs
 
-    runs = list_runs(args.folder)
+    listing = scan_runs(args.folder)
+    runs = listing.runs
     if args.json:
         print_json(
             [
                 {
                     "path": str(r.path),
+                    "status": r.status,
+                    "reason": r.reason,
                     "base": base_text(r.recipe.base),
                     "classes": list(r.classes),
                     "metrics": r.metrics,
@@ -241,14 +244,16 @@ def _cmd_runs(
                 }
                 for r in runs
             ]
+            + [{"path": str(b.path), "status": "broken", "reason": b.reason} for b in listing.broken]
         )
         return EXIT_OK
-    if not runs:
+    if not runs and not listing.broken:
         print(f"No runs in {args.folder or paths.runs_dir()}.")
         return EXIT_OK
     rows = [
         [
             str(r.path),
+            r.state_text,
             base_text(r.recipe.base),
             r.recipe.cut_tensor or "default",
             len(r.classes),
@@ -256,9 +261,13 @@ def _cmd_runs(
         ]
         for r in runs
     ]
+    rows += [[str(b.path), f"broken: {b.reason}", "", "", "", ""] for b in listing.broken]
     print_table(
-        ["run", "base", "cut tensor", "classes", "val accuracy"], rows, numeric={3, 4}
+        ["run", "status", "base", "cut tensor", "classes", "val accuracy"], rows, numeric={4, 5}
     )
+    resumable = [r for r in runs if r.resumable]
+    if resumable:
+        print(f"\nContinue an interrupted or stopped run with: tlstudio train --resume {resumable[0].path}")
     return EXIT_OK
 
 

@@ -77,6 +77,12 @@ def add_train(commands: Any, common: argparse.ArgumentParser) -> None:
         help="write the recipe built from the flags to FILE",
     )
     source.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the interrupted or stopped run in the folder RUN with its own recipe "
+        "(other recipe options are not allowed)",
+    )
+    source.add_argument(
         "--dry-run",
         action="store_true",
         help="check the recipe (and save it) without training",
@@ -217,7 +223,8 @@ def add_train(commands: Any, common: argparse.ArgumentParser) -> None:
     output.add_argument(
         "--out",
         metavar="DIR",
-        help="the run folder to write, new or empty (default: a new folder under the user data folder)",
+        help="the run folder to write, new or empty: a folder holding other files is refused, never "
+        "overwritten (default: a new folder under the user data folder)",
     )
     output.add_argument(
         "--json", action="store_true", help="print the result as one JSON object"
@@ -274,10 +281,22 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     return recipe.replace(**changes)
 
 
+def _resumed_recipe(args: argparse.Namespace) -> Any:
+    """The recipe of the run ``--resume`` names; UsageError when recipe options are given with it."""
+    given = [flag for flag in ("project", "save_project", "data", "base", "weights", "cut", "out", "dry_run",
+                               *_TRAIN_OVERRIDES) if getattr(args, flag) not in (None, False)]
+    if given:
+        flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
+        raise UsageError(f"--resume continues a run with its own recipe and folder; leave out {flags}")
+    from tlstudio.core.train.runs import resumable_run
+
+    return resumable_run(args.resume).recipe
+
+
 def _cmd_train(
     args: argparse.Namespace, progress: ProgressRenderer, should_stop: ShouldStop
 ) -> int:
-    recipe = recipe_from_args(args)
+    recipe = _resumed_recipe(args) if args.resume else recipe_from_args(args)
     if args.save_project:
         from tlstudio.core.spec.recipe import save_project
 
@@ -317,6 +336,7 @@ def _cmd_train(
         should_stop=should_stop,
         out_dir=args.out,
         strategy=strategy,
+        resume_dir=args.resume,
     )
     progress.close()
     if args.json:
@@ -331,6 +351,7 @@ def _cmd_train(
                 "best_epoch": result.best_epoch,
                 "cancelled": result.cancelled,
                 "stopped_early": result.stopped_early,
+                "skipped": [{"path": path, "reason": reason} for path, reason in result.skipped],
                 "history": result.history,
             }
         )
@@ -361,12 +382,18 @@ def _print_train_report(result: Any) -> None:
         numeric={1},
     )
     print(f"\nClasses: {', '.join(result.classes)}")
+    if result.skipped:
+        print(f"Skipped {len(result.skipped)} unreadable image(s), listed in skipped.json of the run folder:")
+        for path, reason in result.skipped[:10]:
+            print(f"  {path}: {reason}")
     if not result.chief:
         print(
             "Run folder: written by the chief (worker 0) of the cluster; this worker kept no files."
         )
         return
     print(f"Run folder: {result.run_dir}")
+    if result.cancelled:
+        print(f"Continue it with: tlstudio train --resume {result.run_dir}")
     print(
         f"Next: tlstudio predict {result.run_dir} IMAGES...  or  tlstudio export {result.run_dir} --to DIR"
     )

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tlstudio.core.model import classifier
 from tlstudio.core.data import feature_cache
-from tlstudio.core.train import training
+from tlstudio.core.train import batch_norm, extraction, training
 from tlstudio.core.data.dataset import scan_dataset
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import Message
@@ -26,7 +26,7 @@ from tlstudio.core.data.samples import make_tiny_vgg
 
 def _frozen(base, cut="block3_pool:0", pooling="avg"):
     model = classifier.build_classifier(base, cut, 3, HeadSpec(pooling=pooling), "caffe")
-    return training._split_head(model)[0]
+    return batch_norm.split_head(model)[0]
 
 
 class _Counter:
@@ -39,7 +39,7 @@ class _Counter:
     def __call__(self, items) -> np.ndarray:
         self.calls.append(len(items))
         size = int(self.frozen.input_shape[1])
-        return training._extract(self.frozen, items, size, 8, lambda e: None, lambda: False, "test")
+        return extraction.extract(self.frozen, items, size, 8, lambda e: None, lambda: False, "test")
 
     @property
     def total(self) -> int:
@@ -130,7 +130,7 @@ def test_another_cut_tensor_or_input_size_is_another_feature_set(image_root, tin
 def test_the_key_ignores_layer_names_and_another_head(image_root):
     first = _frozen(make_tiny_vgg())
     again = classifier.build_classifier(make_tiny_vgg(), "block3_pool:0", 5, HeadSpec(hidden_units=(4,)), "caffe")
-    assert _key(first) == _key(training._split_head(again)[0])
+    assert _key(first) == _key(batch_norm.split_head(again)[0])
     key = _key(first)
     assert (key.input_size, key.preprocessing, key.pooling) == (32, "caffe", "GlobalAveragePooling2D")
 
@@ -301,9 +301,9 @@ def _recipe(root, head: HeadSpec | None = None, **settings) -> Recipe:
 def test_a_second_run_with_another_head_extracts_nothing(image_root, tmp_path, monkeypatch):
     base = make_tiny_vgg()
     extracted = []
-    original = training._extract
+    original = extraction.extract
     monkeypatch.setattr(
-        training, "_extract", lambda frozen, items, *args: extracted.append(len(items)) or original(frozen, items, *args)
+        extraction, "extract", lambda frozen, items, *args: extracted.append(len(items)) or original(frozen, items, *args)
     )
     training.train(_recipe(image_root), base_model=base, out_dir=tmp_path / "first")
     assert sum(extracted) == 36

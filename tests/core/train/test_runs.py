@@ -107,3 +107,88 @@ def test_a_saved_run_reopens_as_the_result_its_training_returned(tmp_path):
     assert result.history == {"loss": [1.0, 0.5, 0.4], "val_accuracy": [0.5, 0.9, 0.8]}
     assert result.metrics["val_accuracy"] == 0.9 and result.best_epoch == 2
     assert not result.cancelled and result.chief
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        (runs.CLASSES_FILE, "{oops", "not valid JSON"),
+        (runs.CLASSES_FILE, '{"a": 1}', "must be a JSON list of names"),
+        (runs.METRICS_FILE, '{"val_accuracy": "high"}', "must map names to numbers"),
+        (runs.HISTORY_FILE, '{"loss": 3}', "must map names to lists of numbers"),
+        (runs.STATUS_FILE, '{"status": "exploded"}', "known 'status'"),
+        (runs.RECIPE_FILE, "[]", ""),
+    ],
+)
+def test_a_broken_run_folder_is_listed_as_broken_and_never_hides_the_others(tmp_path, name, content, reason):
+    _write_run(tmp_path / "good")
+    _write_run(tmp_path / "bad")
+    (tmp_path / "bad" / name).write_text(content, encoding="utf-8")
+    listing = runs.scan_runs(tmp_path)
+    assert [run.name for run in listing.runs] == ["good"]
+    assert [broken.name for broken in listing.broken] == ["bad"]
+    assert reason in listing.broken[0].reason and "\n" not in listing.broken[0].reason
+    assert [run.name for run in runs.list_runs(tmp_path)] == ["good"]
+
+
+def test_undecodable_bytes_in_a_run_file_are_broken_not_a_crash(tmp_path):
+    _write_run(tmp_path / "bad")
+    (tmp_path / "bad" / runs.CLASSES_FILE).write_bytes(b"[\"\xff\xfe\"]")
+    listing = runs.scan_runs(tmp_path)
+    assert listing.runs == [] and "not UTF-8" in listing.broken[0].reason
+
+
+def test_status_running_with_a_free_lock_is_interrupted_and_held_lock_is_running(tmp_path):
+    _write_run(tmp_path / "r")
+    runs.write_status(tmp_path / "r", runs.RUNNING)
+    assert runs.load_run(tmp_path / "r").state_text == f"interrupted: {runs.KILLED_REASON}"
+    lock = runs.RunLock(tmp_path / "r")
+    assert lock.acquire()
+    try:
+        run = runs.load_run(tmp_path / "r")
+        assert run.status == "running" and not run.resumable
+        assert not runs.RunLock(tmp_path / "r").acquire(), "a second trainer cannot take the same run folder"
+    finally:
+        lock.release()
+    assert runs.load_run(tmp_path / "r").status == "interrupted"
+
+
+def test_an_interrupted_run_without_metrics_is_listed_and_resumable(tmp_path):
+    _write_run(tmp_path / "early")
+    (tmp_path / "early" / runs.METRICS_FILE).unlink()
+    runs.write_status(tmp_path / "early", runs.INTERRUPTED, "MemoryError (after epoch 0)")
+    run = runs.scan_runs(tmp_path).runs[0]
+    assert run.resumable and run.metrics == {} and run.state_text == "interrupted: MemoryError (after epoch 0)"
+    assert runs.resumable_run(tmp_path / "early").path == tmp_path / "early"
+    _write_run(tmp_path / "done")
+    with pytest.raises(UserError, match="is finished; only an interrupted or stopped run"):
+        runs.resumable_run(tmp_path / "done")
+
+
+def test_write_atomically_leaves_the_old_file_on_a_failed_write(tmp_path):
+    import errno
+
+    runs.write_json(tmp_path / "m.json", {"a": 1})
+
+    def full_disk(stream):
+        stream.write(b"{\"a\": ")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        runs.write_atomically(tmp_path / "m.json", full_disk)
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_a_damaged_checkpoint_is_a_clear_error_and_never_unpickled(tmp_path):
+    import numpy as np
+
+    from tlstudio.core.train import checkpoint
+
+    (tmp_path / runs.CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UserError, match="checkpoint .* cannot be read.*cannot be resumed"):
+        checkpoint.load(tmp_path)
+    np.savez(tmp_path / runs.CHECKPOINT_FILE, state=np.array([object()], dtype=object))
+    with pytest.raises(UserError, match="cannot be read"):
+        checkpoint.load(tmp_path)
+    assert checkpoint.load(tmp_path / "nothing-here") is None

@@ -142,17 +142,17 @@ def test_only_the_tensors_and_images_the_cache_lacks_are_extracted_in_one_pass(b
 def test_the_comparison_uses_the_key_training_uses(base, cut):
     from tlstudio.core.use import cut_comparison
     from tlstudio.core.data import feature_cache
-    from tlstudio.core.train import training
+    from tlstudio.core.train import batch_norm
     from tlstudio.core.model.classifier import build_classifier
     from tlstudio.core.spec.recipe import HeadSpec
 
     model = build_classifier(base, cut, 3, HeadSpec(hidden_units=(8,), dropout=0.1), "caffe")
-    expected = feature_cache.feature_set_key(training._split_head(model)[0], "vgg16", cut)
+    expected = feature_cache.feature_set_key(batch_norm.split_head(model)[0], "vgg16", cut)
     assert cut_comparison._cache_key(base, cut, 32, "caffe", "vgg16") == expected
 
 
 def test_a_training_after_a_comparison_reads_its_features_from_the_cache(image_root, tmp_path, monkeypatch):
-    from tlstudio.core.train import training
+    from tlstudio.core.train import extraction, training
     from tlstudio.core.spec.recipe import BaseSpec, DataSpec, Recipe, TrainSpec
 
     vgg = make_tiny_vgg()
@@ -160,9 +160,9 @@ def test_a_training_after_a_comparison_reads_its_features_from_the_cache(image_r
     data = scan_dataset([image_root])
     compare_cuts(vgg, data, ["block3_pool:0"], 32, "caffe")
     extracted: list[int] = []
-    original = training._extract
+    original = extraction.extract
     monkeypatch.setattr(
-        training, "_extract", lambda frozen, items, *args: extracted.append(len(items)) or original(frozen, items, *args)
+        extraction, "extract", lambda frozen, items, *args: extracted.append(len(items)) or original(frozen, items, *args)
     )
     recipe = Recipe(
         data=DataSpec(folders=(str(image_root),)),

@@ -7,22 +7,41 @@ A run folder holds
 - ``history.json`` per-epoch loss, accuracy, validation loss and accuracy, learning rate;
 - ``metrics.json`` the final metrics (``val_accuracy``, ``val_loss``, ``train_accuracy``, ``train_loss``, ...);
 - ``model.keras``  the full classifier (preprocessing, base, head) with the best weights;
-- ``log.txt``      a human-readable log of the run's events.
+- ``log.txt``      a human-readable log of the run's events;
+- ``status.json``  how the run ended: ``finished``, ``stopped`` (on request),
+  ``interrupted`` (with the reason) or ``running``;
+- ``checkpoint.npz`` what a resumed run continues from, while the run is not finished
+  (see :mod:`tlstudio.core.train.checkpoint`);
+- ``skipped.json`` the images that could not be decoded and were left out, if any.
 
-A folder is a run once ``metrics.json`` is written, which training does last:
-a run that failed or was stopped before its first epoch ended is not listed.
-This module does not import TensorFlow until a model is loaded, so listing
-runs stays fast.
+Training writes ``model.keras`` (the best weights so far), ``history.json``,
+``metrics.json`` and the checkpoint at the end of every epoch, each file whole
+(a temporary file, flushed to disk, then renamed), so an error or a kill after
+the first epoch leaves a run whose best model works and that can be resumed.
+While it trains, the process holds a lock on ``.lock``; a folder marked
+``running`` whose lock is free belongs to a process that was killed, and is
+listed as interrupted.
+
+:func:`scan_runs` lists the runs of a folder and, apart, the run folders it
+cannot read (a damaged ``classes.json``, say) with the reason: one broken
+folder never hides the others. This module does not import TensorFlow until a
+model is loaded, so listing runs stays fast.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, IO
+
+try:
+    import fcntl
+except ImportError:  # Windows: a running run cannot be told from a killed one
+    fcntl = None  # type: ignore[assignment]
 
 from tlstudio.core.spec import paths
 from tlstudio.core.spec.errors import ModelFileError, UserError
@@ -34,6 +53,20 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 LOG_FILE = "log.txt"
+STATUS_FILE = "status.json"
+CHECKPOINT_FILE = "checkpoint.npz"
+SKIPPED_FILE = "skipped.json"
+LOCK_FILE = ".lock"
+PARTIAL_MODEL_FILE = ".partial.model.keras"
+RUN_FILES = (RECIPE_FILE, CLASSES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, LOG_FILE, STATUS_FILE,
+             CHECKPOINT_FILE, SKIPPED_FILE, LOCK_FILE, PARTIAL_MODEL_FILE)
+"""Every file a run writes into its folder: the only files training ever deletes there."""
+
+FINISHED = "finished"
+STOPPED = "stopped"
+INTERRUPTED = "interrupted"
+RUNNING = "running"
+KILLED_REASON = "the training process ended without finishing (killed, crashed or the computer stopped)"
 
 
 @dataclass(frozen=True)
@@ -45,11 +78,23 @@ class Run:
     classes: tuple[str, ...]
     history: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    status: str = FINISHED
+    reason: str = ""
 
     @property
     def name(self) -> str:
         """The folder's name, which is how runs are told apart in lists."""
         return self.path.name
+
+    @property
+    def state_text(self) -> str:
+        """How the run ended, for lists: ``finished``, ``interrupted: REASON``, ``stopped: REASON``, ``running``."""
+        return f"{self.status}: {self.reason}" if self.reason else self.status
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ``tlstudio train --resume`` can continue this run."""
+        return self.status in (INTERRUPTED, STOPPED)
 
     @property
     def model_path(self) -> Path:
@@ -89,13 +134,146 @@ def make_folder(folder: Path, what: str, advice: str = "Choose a folder you can 
     return folder
 
 
-def write_json(path: str | os.PathLike[str], value: Any) -> Path:
-    """Write ``value`` as indented JSON atomically (temporary file, then rename)."""
+@dataclass(frozen=True)
+class BrokenRun:
+    """A run folder that cannot be read, and why (one line)."""
+
+    path: Path
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """What :func:`scan_runs` found: the readable runs, newest first, and the broken run folders."""
+
+    runs: list[Run]
+    broken: list[BrokenRun]
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file whole or not at all: ``write`` fills a temporary file beside it, flushed to disk, then renamed.
+
+    On any error the temporary file is removed and the target is left as it was.
+    """
     target = Path(path)
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, allow_nan=True) + "\n", encoding="utf-8")
-    os.replace(temporary, target)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _sync_folder(target.parent)
     return target
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def save_model_atomically(model: Any, path: Path) -> Path:
+    """``model.save(path)`` whole or not at all: saved beside it under a temporary name, flushed, then renamed."""
+    partial = path.with_name(PARTIAL_MODEL_FILE)
+    try:
+        model.save(partial)
+        with open(partial, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+    return path
+
+
+def remove_partial_files(folder: Path) -> None:
+    """Remove the half-written files a killed run left: temporary copies of the run's own files only."""
+    for name in RUN_FILES:
+        for leftover in folder.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+    (folder / PARTIAL_MODEL_FILE).unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> Path:
+    """Write ``value`` as indented JSON atomically (temporary file, flush, rename)."""
+    data = (json.dumps(value, indent=2, allow_nan=True) + "\n").encode("utf-8")
+    return write_atomically(path, lambda stream: stream.write(data))
+
+
+def write_status(folder: Path, status: str, reason: str = "") -> None:
+    """Record how the run in ``folder`` stands (see the module docstring)."""
+    write_json(folder / STATUS_FILE, {"status": status, "reason": reason,
+                                      "updated": datetime.now().isoformat(timespec="seconds")})
+
+
+class RunLock:
+    """The lock a training process holds on its run folder; the kernel frees it when the process dies."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self._stream: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another process holds it."""
+        if fcntl is None:
+            return True
+        stream = open(self.path, "ab")
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            stream.close()
+            return False
+        self._stream = stream
+        return True
+
+    def release(self) -> None:
+        """Give the lock up and remove its file (a folder without one is not being trained)."""
+        if self._stream is not None:
+            self.path.unlink(missing_ok=True)
+            self._stream.close()
+            self._stream = None
+
+
+def _is_locked(folder: Path) -> bool:
+    """Whether a live process holds ``folder``'s run lock (assumed so where locks are not available)."""
+    if fcntl is None or not (folder / LOCK_FILE).exists():
+        return fcntl is None
+    lock = RunLock(folder)
+    if lock.acquire():
+        lock.release()
+        return False
+    return True
+
+
+def _read_status(folder: Path) -> tuple[str, str]:
+    """``(status, reason)`` of a run folder; a folder without ``status.json`` is an older finished run."""
+    path = folder / STATUS_FILE
+    if not path.is_file():
+        return FINISHED, ""
+    record = _read_json(path, "status")
+    if not isinstance(record, dict) or record.get("status") not in (FINISHED, STOPPED, INTERRUPTED, RUNNING):
+        raise UserError(f"The run's status {str(path)!r} must be a JSON object with a known 'status'.")
+    status, reason = record["status"], str(record.get("reason") or "")
+    if status == RUNNING and not _is_locked(folder):
+        return INTERRUPTED, KILLED_REASON
+    return status, reason
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -103,6 +281,8 @@ def _read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise UserError(f"Cannot read the run's {what} {str(path)!r}: {error.strerror or error}.") from None
+    except UnicodeDecodeError:
+        raise UserError(f"The run's {what} {str(path)!r} is not UTF-8 text.") from None
     except json.JSONDecodeError as error:
         raise UserError(
             f"The run's {what} {str(path)!r} is not valid JSON (line {error.lineno}: {error.msg})."
@@ -110,9 +290,15 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a complete run folder (recipe, classes and metrics present)."""
+    """Whether ``path`` is a run folder with a model to use (recipe, classes and metrics present)."""
     folder = Path(path)
     return all((folder / name).is_file() for name in (RECIPE_FILE, CLASSES_FILE, METRICS_FILE))
+
+
+def looks_like_run(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds files a training run writes (it may be unfinished or damaged)."""
+    folder = Path(path)
+    return any((folder / name).is_file() for name in (RECIPE_FILE, CLASSES_FILE, METRICS_FILE, STATUS_FILE))
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
@@ -120,7 +306,10 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise UserError(f"No run folder at {str(folder)!r}. Give the folder a training run wrote.")
-    missing = [name for name in (RECIPE_FILE, CLASSES_FILE, METRICS_FILE) if not (folder / name).is_file()]
+    status, reason = _read_status(folder)
+    required = (RECIPE_FILE, CLASSES_FILE) if (folder / STATUS_FILE).is_file() else (
+        RECIPE_FILE, CLASSES_FILE, METRICS_FILE)
+    missing = [name for name in required if not (folder / name).is_file()]
     if missing:
         raise UserError(
             f"{str(folder)!r} is not a TL Studio run folder: it lacks {', '.join(missing)}. "
@@ -130,34 +319,80 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     classes = _read_json(folder / CLASSES_FILE, "class list")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise UserError(f"The run's class list {str(folder / CLASSES_FILE)!r} must be a JSON list of names.")
-    history_path = folder / HISTORY_FILE
+    history_path, metrics_path = folder / HISTORY_FILE, folder / METRICS_FILE
     history = _read_json(history_path, "history") if history_path.is_file() else {}
-    metrics = _read_json(folder / METRICS_FILE, "metrics")
+    if not isinstance(history, dict) or not all(
+        isinstance(values, list) and all(_is_number(v) for v in values) for values in history.values()
+    ):
+        raise UserError(f"The run's history {str(history_path)!r} must map names to lists of numbers.")
+    metrics = _read_json(metrics_path, "metrics") if metrics_path.is_file() else {}
+    if not isinstance(metrics, dict) or not all(_is_number(v) for v in metrics.values()):
+        raise UserError(f"The run's metrics {str(metrics_path)!r} must map names to numbers.")
     return Run(
         path=folder,
         recipe=load_project(folder / RECIPE_FILE),
         classes=tuple(classes),
         history=dict(history),
         metrics=dict(metrics),
+        status=status,
+        reason=reason,
     )
 
 
-def list_runs(root: str | os.PathLike[str] | None = None) -> list[Run]:
-    """The runs in ``root`` (default: the runs folder), newest first.
+def resumable_run(path: str | os.PathLike[str]) -> Run:
+    """The run in ``path`` if it can be resumed (interrupted or stopped); UserError saying why not otherwise."""
+    run = load_run(path)
+    if not run.resumable:
+        raise UserError(
+            f"The run {str(run.path)!r} is {run.state_text}; only an interrupted or stopped run can be resumed. "
+            "Train the recipe again for a new run."
+        )
+    return run
 
-    Folders that are not complete runs, or that cannot be read, are left out.
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def list_runs(root: str | os.PathLike[str] | None = None) -> list[Run]:
+    """The readable runs in ``root`` (default: the runs folder), newest first; see :func:`scan_runs`."""
+    return scan_runs(root).runs
+
+
+def scan_runs(root: str | os.PathLike[str] | None = None) -> RunListing:
+    """The runs in ``root`` (default: the runs folder), newest first, and the run folders that cannot be read.
+
+    A folder holding none of a run's files is not a run and is left out. This
+    never raises for what is inside the folders.
     """
     folder = Path(root) if root is not None else paths.runs_dir()
-    if not folder.is_dir():
-        return []
-    runs = []
-    for child in folder.iterdir():
-        if child.is_dir() and is_run_dir(child):
-            try:
-                runs.append(load_run(child))
-            except UserError:
+    try:
+        children = sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        children = []
+    found, broken = [], []
+    for child in children:
+        try:
+            if not child.is_dir() or not looks_like_run(child):
                 continue
-    return sorted(runs, key=lambda run: ((run.path / METRICS_FILE).stat().st_mtime, run.name), reverse=True)
+            found.append(load_run(child))
+        except (UserError, OSError, ValueError) as error:
+            broken.append(BrokenRun(child, _one_line(error)))
+    return RunListing(sorted(found, key=_newest, reverse=True), broken)
+
+
+def _newest(run: Run) -> tuple[float, str]:
+    for name in (METRICS_FILE, STATUS_FILE, RECIPE_FILE):
+        try:
+            return (run.path / name).stat().st_mtime, run.name
+        except OSError:
+            continue
+    return 0.0, run.name
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def new_run_dir(parent: str | os.PathLike[str] | None = None) -> Path:

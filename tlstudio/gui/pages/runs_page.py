@@ -6,6 +6,10 @@ in a worker. Each row sums up the recipe (base model, cut tensor, head,
 epochs) and the final metrics. Selecting one run shows its loss and accuracy
 curves; selecting two overlays them. "Use as current run" makes the selected
 run the project's last run, so the Evaluate, Predict and Export pages follow.
+The Status column says how a run ended ("interrupted: REASON" for a run an
+error or a kill ended early); "Resume" continues an interrupted or stopped run
+in a worker, with the run's own recipe. Run folders that cannot be read are
+named under the list with the reason.
 """
 
 from __future__ import annotations
@@ -33,17 +37,25 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.spec.bases import base_info
+from tlstudio.core.spec.events import EpochEnded
 from tlstudio.core.train import runs as core_runs
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.run_curves import RunCurves
 
-COLUMNS = ("Run", "Finished", "Base model", "Cut tensor", "Head", "Epochs", "Val accuracy", "Val loss")
+COLUMNS = ("Run", "Finished", "Base model", "Cut tensor", "Head", "Epochs", "Val accuracy", "Val loss", "Status")
 
 
-def read_runs(root: str | None, on_event=None, should_stop=None) -> list[core_runs.Run]:
-    """The runs in ``root`` (None: the runs folder), newest first (in a worker thread)."""
-    return core_runs.list_runs(root)
+def read_runs(root: str | None, on_event=None, should_stop=None) -> core_runs.RunListing:
+    """The runs in ``root`` (None: the runs folder), newest first, and the broken run folders (in a worker thread)."""
+    return core_runs.scan_runs(root)
+
+
+def resume_run(path: Path, on_event=None, should_stop=None) -> Any:
+    """Continue the interrupted or stopped run in ``path`` (in a worker thread); its RunResult."""
+    from tlstudio.core.train import training
+
+    return training.resume(path, on_event=on_event, should_stop=should_stop)
 
 
 def base_summary(run: core_runs.Run) -> str:
@@ -104,7 +116,9 @@ class RunsPage(QWidget):
         self.state = state
         self.root: str | None = None
         self.runs: list[core_runs.Run] = []
+        self.broken: list[core_runs.BrokenRun] = []
         self.job: workers.WorkerHandle | None = None
+        self.resume_job: workers.WorkerHandle | None = None
         self._refresh_again = False
 
         self.folder_label = QLabel()
@@ -119,6 +133,10 @@ class RunsPage(QWidget):
         self.use_button.setToolTip("Make the selected run the project's last run: the Evaluate, Predict and Export "
                                    "pages then show it.")
         self.use_button.clicked.connect(self.use_selected)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the selected interrupted or stopped run from its last finished "
+                                      "epoch, with its own recipe.")
+        self.resume_button.clicked.connect(self.resume_selected)
         self.folder_button = QPushButton("Show in folder")
         self.folder_button.clicked.connect(self.show_selected_in_folder)
 
@@ -145,6 +163,7 @@ class RunsPage(QWidget):
         top.addWidget(self.refresh_button)
         top.addWidget(self.choose_button)
         top.addWidget(self.folder_button)
+        top.addWidget(self.resume_button)
         top.addWidget(self.use_button)
         lower = QWidget()
         lower_column = QVBoxLayout(lower)
@@ -176,7 +195,7 @@ class RunsPage(QWidget):
             self._refresh_again = True
             return
         self.folder_label.setText(f"Reading runs in {html.escape(str(self.folder()))}…")
-        job = workers.run_in_thread(read_runs, self.root, on_done=self.show_runs, on_error=self.state.error.emit,
+        job = workers.run_in_thread(read_runs, self.root, on_done=self.show_listing, on_error=self.state.error.emit,
                                     name="listing runs")
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job
@@ -194,27 +213,36 @@ class RunsPage(QWidget):
             self.root = folder
             self.refresh()
 
-    def show_runs(self, runs: list[core_runs.Run]) -> None:
+    def show_listing(self, listing: core_runs.RunListing) -> None:
+        """Show a :func:`~tlstudio.core.train.runs.scan_runs` result: the runs and the broken folders."""
+        self.show_runs(listing.runs, listing.broken)
+
+    def show_runs(self, runs: list[core_runs.Run], broken: list[core_runs.BrokenRun] | tuple = ()) -> None:
         """Fill the table with these runs, keeping the selection by run folder."""
         selected = {run.path for run in self.selected_runs()}
         self.runs = list(runs)
+        self.broken = list(broken)
         count = len(self.runs)
         folder = html.escape(str(self.folder()))
-        self.folder_label.setText(
+        text = (
             f"<b>{count} run{'s' if count != 1 else ''}</b> in <span style='color:gray'>{folder}</span>. "
             "Select one to see its curves, two to compare them."
             if count else f"No runs yet in <span style='color:gray'>{folder}</span>: train a model first."
         )
+        if self.broken:
+            listed = "; ".join(f"{html.escape(b.name)} ({html.escape(b.reason)})" for b in self.broken[:5])
+            text += f"<br><span style='color:#b35c00'>{len(self.broken)} broken run folder(s), not listed: {listed}</span>"
+        self.folder_label.setText(text)
         self.table.setRowCount(count)
         for row, run in enumerate(self.runs):
             cells = (
                 run.name, _finished(run), base_summary(run), run.recipe.cut_tensor or "default",
                 head_summary(run), epochs_summary(run), _metric(run.metrics.get("val_accuracy"), True),
-                _metric(run.metrics.get("val_loss"), False),
+                _metric(run.metrics.get("val_loss"), False), run.state_text,
             )
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if column >= 5:
+                if 5 <= column < 8:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if column == 0:
                     item.setToolTip(f"{run.path}\nClasses: {', '.join(run.classes)}")
@@ -270,6 +298,9 @@ class RunsPage(QWidget):
         if not ready:
             self.use_button.setToolTip("Waiting for TensorFlow to load…")
         self.folder_button.setEnabled(bool(self.selected_runs()))
+        chosen = self.selected_runs()
+        can_resume = len(chosen) == 1 and chosen[0].resumable and ready and self.resume_job is None
+        self.resume_button.setEnabled(can_resume)
 
     def use_selected(self) -> None:
         """Make the one selected run the project's last run."""
@@ -279,6 +310,30 @@ class RunsPage(QWidget):
         from tlstudio.core.train.run_result import run_result
 
         self.state.set_last_run(run_result(chosen[0]))
+
+    def resume_selected(self) -> None:
+        """Continue the one selected interrupted or stopped run in a worker; the list follows when it ends."""
+        chosen = self.selected_runs()
+        if len(chosen) != 1 or not chosen[0].resumable or self.resume_job is not None:
+            return
+        run = chosen[0]
+        self.state.busy.emit(f"Resuming {run.name}…")
+        self.resume_job = workers.run_in_thread(
+            resume_run, run.path, on_event=self._on_resume_event, on_done=self.state.set_last_run,
+            on_error=self.state.error.emit, name="resuming a run",
+        )
+        self.resume_job.finished.connect(self._on_resume_finished)
+        self.curves_title.setText(f"<b>Resuming {html.escape(run.name)}…</b>")
+        self._update_buttons()
+
+    def _on_resume_event(self, event: object) -> None:
+        if isinstance(event, EpochEnded):
+            self.curves_title.setText(f"<b>Resuming…</b> {html.escape(event.phase)} epoch {event.epoch} ended.")
+
+    def _on_resume_finished(self) -> None:
+        self.resume_job = None
+        self.refresh()
+        self._update_buttons()
 
     def show_selected_in_folder(self) -> None:
         chosen = self.selected_runs()
