@@ -151,7 +151,9 @@ def interpreter_for(path):
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
-            from tensorflow.lite import Interpreter
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter
     return Interpreter(model_path=path)
 
 
