@@ -117,6 +117,7 @@ def test_labels_and_model_card(full_export, run_dir):
     assert all(check["passed"] for check in card["round_trip"])
     assert card["warnings"] == []
     assert card["example_scripts"] == ["predict_onnx.py", "predict_tflite.py"]
+    assert card["int8_quantisation"]["input"]["dtype"] == "uint8" and card["int8_quantisation"]["input"]["scale"] > 0
     assert card["calibration"]["images"] == 30 and all(card["calibration"]["per_class"].values())
     assert {"alpha", "exif_orientation", "resize", "greyscale_and_palette", "rules"} <= set(card["input"])
     assert "white" in card["input"]["alpha"] and "BILINEAR" in card["input"]["resize"]

@@ -123,6 +123,8 @@ def model_card(
             "python": platform.python_version(),
         },
     }
+    if "tflite-int8" in artifacts:
+        card["int8_quantisation"] = _int8_io(artifacts["tflite-int8"])
     if calibration is not None:
         card["calibration"] = {"images": len(calibration.images), "per_class": calibration.per_class,
                                "source": calibration.note, "weights": "per channel", "activations": "per tensor"}
@@ -149,6 +151,18 @@ def _check_entry(check: ArtifactCheck) -> dict:
         "badly_quantised_layers": list(check.bad_layers),
         "message": check.message,
     }
+
+
+def _int8_io(path: Path) -> dict:
+    """The int8 model's input and output quantisation: real = (q - zero_point) * scale."""
+    from tlstudio.core.use.export_runtime import tflite_interpreter
+
+    interpreter = tflite_interpreter(path)
+    result = {}
+    for side, details in (("input", interpreter.get_input_details()), ("output", interpreter.get_output_details())):
+        scale, zero_point = details[0]["quantization"]
+        result[side] = {"dtype": np.dtype(details[0]["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)}
+    return result
 
 
 def _evaluation_summaries(run: Run) -> dict[str, dict]:
