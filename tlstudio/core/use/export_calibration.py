@@ -24,7 +24,8 @@ import numpy as np
 from tlstudio.core.spec.errors import ImageError
 
 CALIBRATION_IMAGES = 300
-"""Calibration images at most. benchmarks/calibration_size.py measures where more stops helping."""
+"""Calibration images at most. benchmarks/calibration_size.py measures where more stops helping:
+on an EfficientNet-Lite0 run the int8 error stopped falling at about 100 images (see the README)."""
 CHECK_IMAGE_CAP = 1000
 """Validation images every artifact is judged on, at most."""
 MIN_CHECK_IMAGES = 32
