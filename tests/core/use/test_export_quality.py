@@ -177,6 +177,8 @@ def test_broken_calibration_is_caught_and_the_rest_still_passes(run_dir, tmp_pat
     int8 = checks["tflite-int8"]
     assert int8.status == "not recommended" and "NOT RECOMMENDED" in int8.message
     assert "tflite-fp16" in int8.message
+    assert int8.bad_layers and "rmse/scale" in int8.bad_layers[0]  # TFLite's quantisation debugger names them
+    assert "layers that quantise badly" in int8.message
     assert not report.passed and report.failed == ()
     assert (tmp_path / "out" / "model_int8.tflite").is_file()  # kept: the user asked for it
     card = json.loads((tmp_path / "out" / "model_card.json").read_text())
