@@ -58,10 +58,12 @@ def test_export_prints_checks_costs_and_scripts(run_dir, tmp_path, capsys):
 
 def test_a_not_recommended_int8_model_is_kept_and_only_strict_fails(run_dir, tmp_path, capsys, monkeypatch):
     real = export_calibration.calibration_set
-    monkeypatch.setattr(
-        export_calibration, "calibration_set",
-        lambda *a, **k: (lambda s: ImageSet(s.images * 0, s.labels, s.note, s.per_class))(real(*a, **k)),
-    )
+
+    def black(*args, **kwargs) -> ImageSet:
+        found = real(*args, **kwargs)
+        return ImageSet(found.images * 0, found.labels, found.note, found.per_class)
+
+    monkeypatch.setattr(export_calibration, "calibration_set", black)
     args = ["export", str(run_dir), "--formats", "tflite,tflite-int8", "--no-costs", "-q"]
     assert cli.main([*args, "--to", str(tmp_path / "a")]) == 0
     captured = capsys.readouterr()

@@ -99,10 +99,12 @@ def test_a_not_recommended_int8_model_is_marked(qtbot, trained_state, tmp_path, 
     from tlstudio.core.use.export_calibration import ImageSet
 
     real = export_calibration.calibration_set
-    monkeypatch.setattr(
-        export_calibration, "calibration_set",
-        lambda *a, **k: (lambda s: ImageSet(s.images * 0, s.labels, s.note, s.per_class))(real(*a, **k)),
-    )
+
+    def black(*args, **kwargs) -> ImageSet:
+        found = real(*args, **kwargs)
+        return ImageSet(found.images * 0, found.labels, found.note, found.per_class)
+
+    monkeypatch.setattr(export_calibration, "calibration_set", black)
     page = ExportPage(trained_state)
     qtbot.addWidget(page)
     page.destination_edit.setText(str(tmp_path / "int8"))

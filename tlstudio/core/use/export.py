@@ -39,7 +39,7 @@ from tlstudio.core.spec.errors import Cancelled, DataError, ExportError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.train.runs import Run, load_run
 from tlstudio.core.use import export_calibration, export_costs, export_debug
-from tlstudio.core.use.export_calibration import ImageSet
+from tlstudio.core.use.export_calibration import CALIBRATION_IMAGES, CHECK_IMAGE_CAP, ImageSet
 from tlstudio.core.use.export_card import LABELS_FILE, MODEL_CARD_FILE, MODEL_CARD_VERSION, model_card
 from tlstudio.core.use.export_costs import ArtifactCost
 from tlstudio.core.use.export_formats import (
@@ -52,9 +52,16 @@ from tlstudio.core.use.export_formats import (
 )
 from tlstudio.core.use.export_runtime import tflite_interpreter
 from tlstudio.core.use.export_scripts import write_example_scripts
-from tlstudio.core.use.export_verify import ArtifactCheck, check_artifacts
+from tlstudio.core.use.export_verify import (
+    ACCURACY_TOLERANCE,
+    FLOAT_TOLERANCE,
+    MIN_AGREEMENT,
+    ArtifactCheck,
+    check_artifacts,
+)
 
 __all__ = [
+    "ACCURACY_TOLERANCE", "CALIBRATION_IMAGES", "CHECK_IMAGE_CAP", "FLOAT_TOLERANCE", "MIN_AGREEMENT",
     "ARTIFACT_NAMES", "DEFAULT_FORMATS", "FORMATS", "LABELS_FILE", "MODEL_CARD_FILE", "MODEL_CARD_VERSION",
     "QUANTISED_FORMATS", "ArtifactCheck", "ArtifactCost", "ExportReport", "export_run", "model_card",
     "tflite_interpreter",

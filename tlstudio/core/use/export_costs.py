@@ -70,7 +70,9 @@ def measure_one(fmt: str, path: Path, input_size: int, runs: int = TIMED_RUNS) -
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(filter(None, [
         str(Path(__file__).resolve().parents[3]), os.environ.get("PYTHONPATH", "")])))
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env, check=False
+        )
     except subprocess.TimeoutExpired:
         return ArtifactCost(fmt, size, error=f"measuring took over {CHILD_TIMEOUT_S} s")
     except OSError as error:
@@ -109,7 +111,7 @@ def _cpu_model() -> str:
     if sys.platform == "darwin":
         try:
             return subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5, check=False
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
