@@ -78,7 +78,7 @@ def measure(run_path: Path, sizes: list[int], work: Path) -> list[dict]:
         path = work / f"int8_{count}.tflite"
         path.write_bytes(tflite_bytes(saved_model, "tflite-int8", calibration.images))
         seconds = time.perf_counter() - started
-        outputs = load_runner("tflite-int8", path)(check.images)
+        outputs = load_runner("tflite-int8", path)(check.images.astype(np.float32))
         verdict = judge("tflite-int8", path, reference, outputs, check.labels, check.note)
         rows.append({
             "calibration_images": len(calibration.images),

@@ -145,11 +145,11 @@ def test_calibration_uses_every_class_from_the_training_split(run_dir):
     dataset = scan_data_spec(run.recipe.data)
     calibration = export_calibration.calibration_set(dataset, run.classes, 32, limit=9)
     assert calibration.per_class == {name: 3 for name in SAMPLE_CLASSES}
-    assert calibration.images.shape == (9, 32, 32, 3) and calibration.images.dtype == np.float32
+    assert calibration.images.shape == (9, 32, 32, 3) and calibration.images.dtype == np.uint8
     val_paths = {item.path for item in dataset.val}
     first = stratified(dataset.train, 1)[0]
     assert first.path not in val_paths
-    np.testing.assert_array_equal(calibration.images[0], load_rgb(first.path, 32).astype(np.float32))
+    np.testing.assert_array_equal(calibration.images[0], load_rgb(first.path, 32))
 
 
 def test_int8_weights_are_quantised_per_channel(exported):

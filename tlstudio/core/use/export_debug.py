@@ -38,12 +38,12 @@ def badly_quantised_layers(saved_model: Path, calibration: np.ndarray) -> tuple[
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE])
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=lambda: ([image[None]] for image in images)
+                converter=converter, debug_dataset=lambda: ([image[None].astype(np.float32)] for image in images)
             )
             debugger.run()
         table = io.StringIO()

@@ -129,7 +129,7 @@ def tflite_converter(saved_model: Path, fmt: str, calibration: np.ndarray | None
     """The TFLite converter for ``fmt``, set up but not run (the quantisation debugger reuses it).
 
     ``tflite-int8`` is full-integer with uint8 input and output, calibrated on
-    ``calibration`` (float32 images 0..255, as the float model takes them);
+    ``calibration`` (RGB images 0..255, fed as float32 as the float model takes them);
     weights are quantised per output channel (the converter's default, kept).
     ``tflite-fp16`` stores float16 weights and computes in float32 on CPUs.
     """
@@ -143,7 +143,7 @@ def tflite_converter(saved_model: Path, fmt: str, calibration: np.ndarray | None
         if calibration is None or not len(calibration):
             raise ExportError("The int8 TFLite model needs calibration images; none were given.")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8

@@ -107,7 +107,8 @@ def reference_outputs(model, images: np.ndarray) -> np.ndarray:
 
     with tf.device("/CPU:0"):
         return np.concatenate(
-            [np.asarray(model(images[i : i + 64], training=False), dtype=np.float32) for i in range(0, len(images), 64)]
+            [np.asarray(model(images[i : i + 64].astype(np.float32), training=False), dtype=np.float32)
+             for i in range(0, len(images), 64)]
         ) if len(images) else np.zeros((0, model.output_shape[-1]), dtype=np.float32)
 
 
@@ -128,7 +129,8 @@ def check_artifacts(
             with tf.device("/CPU:0"):
                 run = load_runner(fmt, path)
                 outputs = np.concatenate(
-                    [np.asarray(run(check.images[i : i + 64]), dtype=np.float32) for i in range(0, len(check.images), 64)]
+                    [np.asarray(run(check.images[i : i + 64].astype(np.float32)), dtype=np.float32)
+                     for i in range(0, len(check.images), 64)]
                 )
         except (Cancelled, OSError):
             raise
