@@ -59,7 +59,11 @@ def test_export_writes_the_files_and_shows_the_checks(qtbot, trained_state, tmp_
     assert (destination / "labels.txt").read_text().split() == ["circles", "squares", "stripes"]
     assert (destination / "model_card.json").is_file()
     assert page.checks_table.rowCount() == 2
-    assert "passed" in page.checks_table.item(0, 4).text()
+    assert "passed" in page.checks_table.item(0, 5).text()
+    assert page.costs_table.rowCount() == 2
+    assert "measured on" in page.costs_label.text() and "cores" in page.costs_label.text()
+    assert page.costs_table.item(0, 2).text().endswith(" ms")
+    assert page.costs_table.item(1, 4).text().endswith(" MiB")
     opened = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
     assert page.open_button.isEnabled()
@@ -67,6 +71,7 @@ def test_export_writes_the_files_and_shows_the_checks(qtbot, trained_state, tmp_
     assert opened == [str(destination)]
 
     # The same folder again without "replace": the engine's message, nothing lost.
+    page.measure_box.setChecked(False)
     assert export(qtbot, page) is None
     assert len(dialogs) == 1 and "already exists" in dialogs[0]
     assert (destination / "model.keras").is_file()
@@ -87,3 +92,28 @@ def test_export_waits_for_a_run_and_for_tensorflow(qtbot):
     assert not page.export_button.isEnabled()
     assert "train a model first" in page.export_button.toolTip()
     assert "wait for TensorFlow" in page.export_button.toolTip()
+
+
+def test_a_not_recommended_int8_model_is_marked(qtbot, trained_state, tmp_path, dialogs, monkeypatch):
+    from tlstudio.core.use import export_calibration
+    from tlstudio.core.use.export_calibration import ImageSet
+
+    real = export_calibration.calibration_set
+
+    def black(*args, **kwargs) -> ImageSet:
+        found = real(*args, **kwargs)
+        return ImageSet(found.images * 0, found.labels, found.note, found.per_class)
+
+    monkeypatch.setattr(export_calibration, "calibration_set", black)
+    page = ExportPage(trained_state)
+    qtbot.addWidget(page)
+    page.destination_edit.setText(str(tmp_path / "int8"))
+    page.measure_box.setChecked(False)
+    for fmt, box in page.format_boxes.items():
+        box.setChecked(fmt in ("tflite", "tflite-int8"))
+    report = export(qtbot, page)
+    assert dialogs == [] and report is not None and not report.passed and report.failed == ()
+    texts = [page.checks_table.item(row, 5).text() for row in range(page.checks_table.rowCount())]
+    assert "passed" in texts[0] and "NOT RECOMMENDED" in texts[1]
+    assert "tflite-int8 (not recommended)" in page.result_label.text()
+    assert page.costs_table.rowCount() == 0 and page.costs_label.text() == "Costs not measured."

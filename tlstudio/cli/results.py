@@ -132,10 +132,13 @@ def add_export(commands: Any, common: argparse.ArgumentParser) -> None:
     sub = commands.add_parser(
         "export",
         parents=[common],
-        help="export a run's model and check every artifact against it",
-        description="Export a run's best model (.keras, SavedModel, TFLite, ONNX) with labels.txt and "
-        "model_card.json, then run validation images through every artifact and compare with the model. "
-        "Exits with 1 when a round-trip check fails.",
+        help="export a run's model, check every artifact against it and measure what each costs",
+        description="Export a run's best model (.keras, SavedModel, TFLite float32/fp16/int8, ONNX) with labels.txt, "
+        "model_card.json and example scripts, then run the validation images through every artifact: float "
+        "artifacts must match the model within 1e-4, fp16 and int8 ones keep their top-1 agreement (95% "
+        "interval reaching 95%) and accuracy (at most 1 point lost). Each artifact's size, latency and peak "
+        "memory are measured in its own runtime. Exits with 1 when a float artifact fails its check (with "
+        "--strict, also when a quantised one is not recommended).",
     )
     sub.add_argument("run", metavar="RUN", help="a run folder")
     sub.add_argument(
@@ -148,10 +151,16 @@ def add_export(commands: Any, common: argparse.ArgumentParser) -> None:
         "--formats",
         type=name_list,
         metavar="F[,F...]",
-        help="keras, savedmodel, tflite, tflite-int8, onnx (default: all but tflite-int8)",
+        help="keras, savedmodel, tflite, tflite-fp16, tflite-int8, onnx (default: keras, savedmodel, tflite, onnx)",
     )
     sub.add_argument(
         "--overwrite", action="store_true", help="replace an earlier TL Studio export at the destination (other folders are never replaced)"
+    )
+    sub.add_argument(
+        "--no-costs", action="store_true", help="skip measuring size, latency and peak memory"
+    )
+    sub.add_argument(
+        "--strict", action="store_true", help="exit with 1 when a quantised artifact is not recommended"
     )
     sub.add_argument(
         "--json", action="store_true", help="print the export report as JSON"
@@ -173,6 +182,7 @@ def _cmd_export(
         overwrite=args.overwrite,
         on_event=progress,
         should_stop=should_stop,
+        measure_costs=not args.no_costs,
     )
     progress.close()
     if args.json:
@@ -182,30 +192,86 @@ def _cmd_export(
                 "artifacts": {
                     name: str(path) for name, path in report.artifacts.items()
                 },
-                "checks": [dataclasses.asdict(check) for check in report.checks],
+                "checks": [
+                    {**dataclasses.asdict(check), "status": check.status}
+                    for check in report.checks
+                ],
+                "costs": [dataclasses.asdict(cost) for cost in report.costs],
+                "machine": report.machine,
+                "calibration": report.calibration,
+                "scripts": [str(path) for path in report.scripts],
                 "passed": report.passed,
             }
         )
     else:
-        print(f"Exported to {report.destination}\n")
-        rows = [
-            [
-                check.format,
-                "-" if check.max_abs_diff is None else f"{check.max_abs_diff:.2e}",
-                f"{check.top1_agreement:.1%}",
-                "pass" if check.passed else "FAIL",
-                check.message,
-            ]
-            for check in report.checks
-        ]
-        print_table(
-            ["format", "max abs diff", "top-1 agreement", "check", "note"], rows
-        )
-    if not report.passed:
-        failed = ", ".join(check.format for check in report.checks if not check.passed)
+        _print_export(report)
+    for check in report.checks:
+        if not check.passed:
+            sys.stderr.write(f"{PROG}: {check.format} {check.status.upper()}: {check.message}\n")
+    if report.failed or (args.strict and not report.passed):
+        failed = ", ".join(c.format for c in report.checks if not c.passed)
         sys.stderr.write(f"{PROG}: round-trip check failed for {failed}\n")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _print_export(report: Any) -> None:
+    """The check table, then the cost table with the machine it was measured on."""
+    print(f"Exported to {report.destination}\n")
+    rows = [
+        [
+            check.format,
+            "-" if check.max_abs_diff is None else f"{check.max_abs_diff:.2e}",
+            f"{check.top1_agreement:.1%} [{check.agreement_interval[0]:.1%}, {check.agreement_interval[1]:.1%}]",
+            _percent(check.accuracy),
+            _percent(check.reference_accuracy),
+            {"passed": "pass", "failed": "FAIL"}.get(check.status, "NOT RECOMMENDED"),
+        ]
+        for check in report.checks
+    ]
+    print_table(
+        ["format", "max abs diff", "top-1 agreement [95% CI]", "accuracy", "in-app accuracy", "check"],
+        rows,
+    )
+    if report.checks:
+        first = report.checks[0]
+        print(f"\nOver {first.message.rsplit('over ', 1)[-1]}.")
+    if report.calibration:
+        print(f"int8 calibrated on {report.calibration['source']}.")
+    if report.costs:
+        print(f"\nCosts measured on {report.machine} (batch 1, warm):\n")
+        print_table(
+            ["format", "size", "latency median", "latency p95", "peak memory", "runtime"],
+            [
+                [
+                    cost.format,
+                    _size_text(cost.size_bytes),
+                    _ms(cost.latency_median_ms),
+                    _ms(cost.latency_p95_ms),
+                    "-" if cost.peak_memory_mb is None else f"{cost.peak_memory_mb:.0f} MiB",
+                    cost.runtime or cost.error,
+                ]
+                for cost in report.costs
+            ],
+            numeric={1, 2, 3, 4},
+        )
+    if report.scripts:
+        print("\nExample scripts: " + ", ".join(path.name for path in report.scripts))
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g} ms"
+
+
+def _size_text(size: int) -> str:
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} B"
 
 
 def add_runs(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -64,7 +64,7 @@ def run_dir(tmp_path_factory) -> Path:
 def full_export(run_dir, tmp_path_factory):
     destination = tmp_path_factory.mktemp("out") / "exported"
     events = []
-    report = export_run(run_dir, destination, formats=FORMATS, on_event=events.append)
+    report = export_run(run_dir, destination, formats=FORMATS, on_event=events.append, cost_runs=5)
     return report, events
 
 
@@ -78,8 +78,13 @@ def test_every_format_round_trips(full_export):
     for fmt in ("keras", "savedmodel", "tflite", "onnx"):
         assert by_format[fmt].passed, by_format[fmt].message
         assert by_format[fmt].max_abs_diff <= 1e-4
-    assert by_format["tflite-int8"].top1_agreement >= 0.95, by_format["tflite-int8"].message
-    assert report.passed
+    for fmt in ("tflite-fp16", "tflite-int8"):
+        check = by_format[fmt]
+        assert check.passed and check.status == "passed", check.message
+        assert check.agreement_interval[1] >= 0.95
+        assert check.labelled > 0 and check.accuracy is not None and check.reference_accuracy is not None
+        assert "accuracy" in check.message and "95% CI" in check.message
+    assert report.passed and report.failed == ()
     assert "validation images" in by_format["onnx"].message
 
 
@@ -87,9 +92,10 @@ def test_progress_is_reported_per_artifact(full_export):
     _, events = full_export
     progress = [e for e in events if isinstance(e, Progress)]
     assert all(e.task == "export" for e in progress)
-    assert len(progress) == 2 * len(FORMATS) + 4
+    assert len(progress) == 3 * len(FORMATS) + 4
     assert progress[-1].done == progress[-1].total
     assert any("model.onnx" in e.message for e in progress)
+    assert any(e.message.startswith("Measuring model_int8.tflite") for e in progress)
 
 
 def test_labels_and_model_card(full_export, run_dir):
@@ -109,6 +115,12 @@ def test_labels_and_model_card(full_export, run_dir):
     assert card["created"].endswith("+00:00")
     assert set(card["artifacts"]) == set(FORMATS)
     assert all(check["passed"] for check in card["round_trip"])
+    assert card["warnings"] == []
+    assert card["example_scripts"] == ["predict_onnx.py", "predict_tflite.py"]
+    assert card["int8_quantisation"]["input"]["dtype"] == "uint8" and card["int8_quantisation"]["input"]["scale"] > 0
+    assert card["calibration"]["images"] == 30 and all(card["calibration"]["per_class"].values())
+    assert {"alpha", "exif_orientation", "resize", "greyscale_and_palette", "rules"} <= set(card["input"])
+    assert "white" in card["input"]["alpha"] and "BILINEAR" in card["input"]["resize"]
     assert card["run"] == str(load_run(run_dir).path)
 
 
@@ -134,15 +146,17 @@ def test_onnx_and_tflite_io_names(full_export):
 
 
 def test_default_formats_leave_out_int8(run_dir, tmp_path):
-    report = export_run(load_run(run_dir), tmp_path / "default", formats=("keras", "tflite"))
+    report = export_run(load_run(run_dir), tmp_path / "default", formats=("keras", "tflite"), measure_costs=False)
     assert set(report.artifacts) == {"keras", "tflite"}
-    assert "tflite-int8" not in DEFAULT_FORMATS
+    assert "tflite-int8" not in DEFAULT_FORMATS and "tflite-fp16" not in DEFAULT_FORMATS
     assert sorted(p.name for p in report.destination.iterdir()) == [
         "labels.txt",
         "model.keras",
         "model.tflite",
         "model_card.json",
+        "predict_tflite.py",
     ]
+    assert report.costs == () and report.calibration == {}
 
 
 def test_unknown_format_is_refused(run_dir, tmp_path):
@@ -153,11 +167,11 @@ def test_unknown_format_is_refused(run_dir, tmp_path):
 
 def test_existing_destination_needs_overwrite(run_dir, tmp_path):
     destination = tmp_path / "dest"
-    export_run(run_dir, destination, formats=("keras",))
+    export_run(run_dir, destination, formats=("keras",), measure_costs=False)
     with pytest.raises(ExportError, match="already exists"):
-        export_run(run_dir, destination, formats=("keras",))
+        export_run(run_dir, destination, formats=("keras",), measure_costs=False)
 
-    report = export_run(run_dir, destination, formats=("keras",), overwrite=True)
+    report = export_run(run_dir, destination, formats=("keras",), overwrite=True, measure_costs=False)
     assert report.artifacts["keras"].is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["dest"]
 
@@ -214,7 +228,7 @@ def test_read_only_parent_is_a_clear_error(run_dir, tmp_path):
     parent.chmod(0o555)
     try:
         with pytest.raises(ExportError, match="permission denied"):
-            export_run(run_dir, parent / "out", formats=("keras",))
+            export_run(run_dir, parent / "out", formats=("keras",), measure_costs=False)
         assert list(parent.iterdir()) == []
     finally:
         parent.chmod(0o755)
@@ -226,7 +240,7 @@ def test_permission_denied_is_a_clear_error(run_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_module.tempfile, "mkdtemp", refuse)
     with pytest.raises(ExportError, match="Permission denied.*choose a folder you can write to"):
-        export_run(run_dir, tmp_path / "out", formats=("keras",))
+        export_run(run_dir, tmp_path / "out", formats=("keras",), measure_costs=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -236,17 +250,17 @@ def test_full_disk_is_a_clear_error_and_cleans_up(run_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(keras.Model, "save", full)
     with pytest.raises(ExportError, match="disk is full"):
-        export_run(run_dir, tmp_path / "out", formats=("keras",))
+        export_run(run_dir, tmp_path / "out", formats=("keras",), measure_costs=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_full_disk_keeps_the_old_export(run_dir, tmp_path, monkeypatch):
     destination = tmp_path / "dest"
-    export_run(run_dir, destination, formats=("keras",))
+    export_run(run_dir, destination, formats=("keras",), measure_costs=False)
     before = sorted(p.name for p in destination.iterdir())
     monkeypatch.setattr(export_module, "_write_text", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
     with pytest.raises(ExportError):
-        export_run(run_dir, destination, formats=("keras",), overwrite=True)
+        export_run(run_dir, destination, formats=("keras",), overwrite=True, measure_costs=False)
     assert sorted(p.name for p in destination.iterdir()) == before
     assert leftovers(tmp_path) == []
 
@@ -254,7 +268,7 @@ def test_full_disk_keeps_the_old_export(run_dir, tmp_path, monkeypatch):
 def test_cancel_leaves_nothing(run_dir, tmp_path):
     calls = iter(range(100))
     with pytest.raises(Cancelled):
-        export_run(run_dir, tmp_path / "out", formats=("keras", "onnx"), should_stop=lambda: next(calls) >= 2)
+        export_run(run_dir, tmp_path / "out", formats=("keras", "onnx"), should_stop=lambda: next(calls) >= 2, measure_costs=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -266,12 +280,12 @@ def test_missing_images_fall_back_for_checks_and_stop_int8(run_dir, tmp_path):
     recipe["data"]["folders"] = [str(tmp_path / "gone")]
     recipe_path.write_text(json.dumps(recipe))
 
-    report = export_run(moved, tmp_path / "out", formats=("keras",))
+    report = export_run(moved, tmp_path / "out", formats=("keras",), measure_costs=False)
     assert report.passed
     assert "generated random images" in report.checks[0].message
 
     with pytest.raises(ExportError, match="training images"):
-        export_run(moved, tmp_path / "int8", formats=("tflite-int8",))
+        export_run(moved, tmp_path / "int8", formats=("tflite-int8",), measure_costs=False)
     assert not (tmp_path / "int8").exists()
 
 
@@ -283,7 +297,7 @@ def test_tl_studio_classifier_exports_with_its_preprocessing(tmp_path):
 
     model = build_classifier(make_tiny_vgg(), "block2_pool:0", 3, HeadSpec(hidden_units=(8,)), "caffe")
     run = write_run(tmp_path / "run", make_sample_folders(tmp_path / "images"), model, cut_tensor=None)
-    report = export_run(run, tmp_path / "out", formats=("savedmodel", "tflite", "onnx"))
+    report = export_run(run, tmp_path / "out", formats=("savedmodel", "tflite", "onnx"), measure_costs=False)
     assert report.passed, [c.message for c in report.checks]
     card = json.loads((report.destination / "model_card.json").read_text())
     assert card["preprocessing"]["mode"] == "caffe"
@@ -300,3 +314,34 @@ def test_exported_folder_predicts_like_the_run(full_export, run_dir):
     [from_export] = predict_files(load_predictor(report.destination), [image])
     assert [name for name, _ in from_export.top] == [name for name, _ in from_run.top]
     np.testing.assert_allclose([p for _, p in from_export.top], [p for _, p in from_run.top], atol=1e-6)
+
+
+def test_cost_table_is_filled_and_sane(full_export):
+    report, _ = full_export
+    assert [cost.format for cost in report.costs] == list(FORMATS)
+    assert "cores" in report.machine
+    for cost in report.costs:
+        path = report.artifacts[cost.format]
+        on_disk = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+        assert cost.size_bytes == on_disk > 0
+        assert cost.error == "", cost.error
+        assert 0 < cost.latency_median_ms <= cost.latency_p95_ms < 60_000
+        assert cost.runs >= 3 and cost.runtime
+        assert 0 < cost.runtime_memory_mb <= cost.peak_memory_mb < 64_000
+    by_format = {cost.format: cost for cost in report.costs}
+    # each in its own fresh process: ONNX Runtime alone is far lighter than TensorFlow
+    assert by_format["onnx"].peak_memory_mb < by_format["savedmodel"].peak_memory_mb
+    assert by_format["onnx"].runtime.startswith("ONNX Runtime")
+    card = json.loads((report.destination / "model_card.json").read_text())
+    assert card["costs"]["machine"] == report.machine
+    assert [entry["format"] for entry in card["costs"]["entries"]] == list(FORMATS)
+
+
+def test_a_cost_that_cannot_be_measured_is_recorded_not_raised(tmp_path):
+    from tlstudio.core.use.export_costs import measure_one
+
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"not an onnx model")
+    cost = measure_one("onnx", broken, 32, runs=3)
+    assert cost.size_bytes == len(b"not an onnx model")
+    assert cost.latency_median_ms is None and "failed" in cost.error

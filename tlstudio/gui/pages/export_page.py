@@ -1,15 +1,19 @@
-"""The Export page: write the trained model in the chosen formats and show the round-trip check.
+"""The Export page: write the trained model in the chosen formats, show the checks and what each costs.
 
 It exports the last run (``ProjectState.last_run``) or a run folder the user
 picks, with :func:`tlstudio.core.use.export.export_run` in a worker thread. Every
 artifact is run on validation images after writing and compared with the
-in-app model; the table shows how closely each agrees. Problems with the
+in-app model; the table shows how closely each agrees (quantised ones: top-1
+agreement with its interval and accuracy next to the in-app model's; one that
+misses its rule is kept and marked "not recommended"), and the cost table its
+size, latency and peak memory measured on this computer. Problems with the
 destination (it exists, it is read-only, the disk is full) come from the
 engine as clear errors in the app's error dialog.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl, Signal
@@ -44,8 +48,10 @@ FORMAT_INFO = {
                    "'serving_default' takes raw RGB images 0–255."),
     "tflite": ("TensorFlow Lite (float32)", "One file for phones and small devices, same accuracy as the "
                "in-app model."),
+    "tflite-fp16": ("TensorFlow Lite (float16)", "Half the size of float32, nearly the same answers; the middle "
+                    "ground when int8 loses too much accuracy."),
     "tflite-int8": ("TensorFlow Lite (int8)", "About 4× smaller and faster on phones and microcontrollers; "
-                    "calibrated on training images, may differ slightly from the in-app model."),
+                    "calibrated on training images of every class, judged on its accuracy."),
     "onnx": ("ONNX", "For ONNX Runtime, C#, C++ and other frameworks; input 'image', output 'probabilities'."),
 }
 
@@ -144,20 +150,40 @@ class ExportPage(QWidget):
         self.result_label = QLabel()
         self.result_label.setWordWrap(True)
         self.result_label.setVisible(False)
-        self.checks_table = QTableWidget(0, 5)
+        self.checks_table = QTableWidget(0, 6)
         self.checks_table.setHorizontalHeaderLabels(
-            ["Format", "Artifact", "Largest difference", "Same top class", "Round-trip check"])
+            ["Format", "Artifact", "Largest difference", "Same top class (95% interval)", "Accuracy (in-app)",
+             "Check"])
         self.checks_table.horizontalHeaderItem(2).setToolTip(
             "The largest difference in any class probability between the exported file and the in-app model, "
             "over the check images (float formats must stay within 0.0001)")
         self.checks_table.horizontalHeaderItem(3).setToolTip(
-            "Share of check images on which the exported file picks the same class as the in-app model")
+            "Share of check images on which the exported file picks the same class as the in-app model, with its "
+            "95% Wilson interval (fp16 and int8: the interval must reach 95%)")
+        self.checks_table.horizontalHeaderItem(4).setToolTip(
+            "Accuracy on the labelled validation images, with the in-app model's in brackets (fp16 and int8 may "
+            "lose at most 1 point, or one image on small sets)")
         self.checks_table.verticalHeader().setVisible(False)
         self.checks_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.checks_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         header = self.checks_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.costs_label = QLabel()
+        self.costs_label.setWordWrap(True)
+        self.costs_table = QTableWidget(0, 5)
+        self.costs_table.setHorizontalHeaderLabels(["Format", "Size", "Latency median", "Latency p95", "Peak memory"])
+        self.costs_table.horizontalHeaderItem(2).setToolTip("Per image at batch 1, after warm-up, in the format's "
+                                                            "own runtime")
+        self.costs_table.horizontalHeaderItem(4).setToolTip("The peak memory of a fresh process running only "
+                                                            "this file in its runtime (runtime included)")
+        self.costs_table.verticalHeader().setVisible(False)
+        self.costs_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.costs_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.measure_box = QCheckBox("Measure what each file costs (size, latency, peak memory)")
+        self.measure_box.setChecked(True)
+        self.measure_box.setToolTip("Runs each file in its own runtime in a separate process; takes a few "
+                                    "seconds per format")
         self.open_button = QPushButton("Open folder")
         self.open_button.setToolTip("Show the exported files in your file manager")
         self.open_button.setEnabled(False)
@@ -166,6 +192,8 @@ class ExportPage(QWidget):
         results_layout = QVBoxLayout(results_box)
         results_layout.addWidget(self.result_label)
         results_layout.addWidget(self.checks_table, 1)
+        results_layout.addWidget(self.costs_label)
+        results_layout.addWidget(self.costs_table, 1)
         open_row = QHBoxLayout()
         open_row.addStretch(1)
         open_row.addWidget(self.open_button)
@@ -177,6 +205,7 @@ class ExportPage(QWidget):
         layout.addWidget(run_box)
         layout.addWidget(formats_box)
         layout.addWidget(destination_box)
+        layout.addWidget(self.measure_box)
         layout.addLayout(action_row)
         layout.addWidget(results_box, 1)
         self._show_run()
@@ -248,7 +277,7 @@ class ExportPage(QWidget):
         self.export_button.setToolTip("Write the chosen formats and check each one" if not reasons
                                       else "To export: " + ", ".join(reasons) + ".")
         for widget in (*self.format_boxes.values(), self.destination_edit, self.browse_button,
-                       self.overwrite_box, self.choose_run_button):
+                       self.overwrite_box, self.choose_run_button, self.measure_box):
             widget.setEnabled(not exporting)
 
     # ----- exporting -----
@@ -260,6 +289,8 @@ class ExportPage(QWidget):
         destination = Path(self.destination_edit.text().strip()).expanduser()
         self.report = None
         self.checks_table.setRowCount(0)
+        self.costs_table.setRowCount(0)
+        self.costs_label.setText("")
         self.result_label.setVisible(False)
         self.open_button.setEnabled(False)
         self.progress.setRange(0, 0)
@@ -268,7 +299,7 @@ class ExportPage(QWidget):
         self.cancel_button.setVisible(True)
         self.state.busy.emit("Exporting…")
         self._handle = run_in_thread(
-            export_run,
+            partial(export_run, measure_costs=self.measure_box.isChecked()),
             self.run_dir,
             destination,
             self.selected_formats(),
@@ -320,33 +351,58 @@ class ExportPage(QWidget):
 
     def _show_report(self, report: ExportReport) -> None:
         self.progress_label.setText(f"Written to {report.destination}")
+        self._show_checks(report)
+        self._show_costs(report)
+        if report.passed:
+            self.result_label.setObjectName("okBanner")
+            self.result_label.setText(f"Every exported file passed its check against the in-app model. "
+                                      f"Files in {report.destination}")
+        else:
+            self.result_label.setObjectName("warningBanner")
+            failed = ", ".join(f"{c.format} ({c.status})" for c in report.checks if not c.passed)
+            self.result_label.setText(f"Some exported files missed their check: {failed}; see the table. They were "
+                                      "written and kept; the others are fine to use.")
+        self.result_label.style().unpolish(self.result_label)
+        self.result_label.style().polish(self.result_label)
+        self.result_label.setVisible(True)
+        self.open_button.setEnabled(True)
+
+    def _show_checks(self, report: ExportReport) -> None:
         self.checks_table.setRowCount(len(report.checks))
         for row, check in enumerate(report.checks):
             difference = "—" if check.max_abs_diff is None else f"{check.max_abs_diff:.2g}"
+            low, high = check.agreement_interval
+            accuracy = "—" if check.accuracy is None else f"{check.accuracy:.1%} ({check.reference_accuracy:.1%})"
+            verdict = {"passed": "✔ passed", "failed": "✘ failed"}.get(check.status, "⚠ kept, NOT RECOMMENDED")
             cells = [
                 FORMAT_INFO.get(check.format, (check.format,))[0],
                 Path(check.path).name,
                 difference,
-                f"{check.top1_agreement:.0%}",
-                ("✔ passed" if check.passed else "✘ failed") + (f" — {check.message}" if check.message else ""),
+                f"{check.top1_agreement:.0%} ({low:.0%}–{high:.0%})",
+                accuracy,
+                verdict + (f" — {check.message}" if check.message else ""),
             ]
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(str(check.path) if column == 1 else text)
                 self.checks_table.setItem(row, column, item)
-        if report.passed:
-            self.result_label.setObjectName("okBanner")
-            self.result_label.setText(f"Every exported file gives the same answers as the in-app model. "
-                                      f"Files in {report.destination}")
-        else:
-            self.result_label.setObjectName("warningBanner")
-            failed = ", ".join(c.format for c in report.checks if not c.passed)
-            self.result_label.setText(f"Some exported files disagree with the in-app model ({failed}); see the "
-                                      "table. The files were written; check them before relying on them.")
-        self.result_label.style().unpolish(self.result_label)
-        self.result_label.style().polish(self.result_label)
-        self.result_label.setVisible(True)
-        self.open_button.setEnabled(True)
+
+    def _show_costs(self, report: ExportReport) -> None:
+        self.costs_table.setRowCount(len(report.costs))
+        self.costs_label.setText(f"What each file costs, measured on {report.machine} (batch 1, warm):"
+                                 if report.costs else "Costs not measured.")
+        for row, cost in enumerate(report.costs):
+            cells = [
+                FORMAT_INFO.get(cost.format, (cost.format,))[0],
+                f"{cost.size_bytes / 1e6:.2f} MB" if cost.size_bytes >= 10_000 else f"{cost.size_bytes / 1e3:.1f} kB",
+                "—" if cost.latency_median_ms is None else f"{cost.latency_median_ms:.3g} ms",
+                "—" if cost.latency_p95_ms is None else f"{cost.latency_p95_ms:.3g} ms",
+                "—" if cost.peak_memory_mb is None else f"{cost.peak_memory_mb:.0f} MiB",
+            ]
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(cost.error or cost.runtime)
+                self.costs_table.setItem(row, column, item)
 
     def open_folder(self) -> bool:
         """Show the last export in the file manager."""
