@@ -102,7 +102,7 @@ def test_closing_during_training_asks_and_stops_the_worker(qtbot, window, monkey
             threading.Event().wait(0.01)
         raise Cancelled("stopped")
 
-    handle = workers.run_in_thread(train, name="training")
+    handle = workers.run_in_thread(train, name="retraining", kind=workers.JobKind.TRAINING)
     assert started.wait(5)
     asked = answer(monkeypatch, QMessageBox.StandardButton.No)
     assert not window.close()
@@ -112,6 +112,21 @@ def test_closing_during_training_asks_and_stops_the_worker(qtbot, window, monkey
     window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)
     assert handle.is_finished()
+
+
+def test_work_is_recognised_by_its_kind_not_its_name(qtbot, window, monkeypatch):
+    release = threading.Event()
+
+    def summary(on_event, should_stop):
+        while not should_stop() and not release.is_set():
+            threading.Event().wait(0.01)
+
+    handle = workers.run_in_thread(summary, name="training summary", kind=workers.JobKind.SUMMARY)
+    asked = answer(monkeypatch, QMessageBox.StandardButton.No)
+    assert not workers.running(workers.JobKind.TRAINING)
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)
+    assert asked == [] and handle.is_finished()
 
 
 def test_pages_switch_with_ctrl_number(qtbot, window):

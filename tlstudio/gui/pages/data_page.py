@@ -45,7 +45,7 @@ from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import DropZone
 from tlstudio.gui.widgets.thumbnails import PATH_ROLE, ThumbnailGrid
-from tlstudio.gui.workers import WorkerHandle, run_in_thread
+from tlstudio.gui.workers import JobKind, WorkerHandle, run_in_thread
 
 IMBALANCE_RATIO = 3.0
 LAYOUT_NAMES = {
@@ -95,9 +95,9 @@ class DataPage(QWidget):
         self._rescan_timer = QTimer(self, singleShot=True, interval=250)
         self._rescan_timer.timeout.connect(self._rescan_if_changed)
         self._build()
-        state.recipe_changed.connect(self._on_recipe_changed)
+        state.data_changed.connect(self._on_data_changed)
         state.dataset_changed.connect(self._show_dataset)
-        self._on_recipe_changed(state.recipe)
+        self._on_data_changed(state.recipe.data)
         self._show_dataset(state.dataset)
 
     # ----- building -----
@@ -317,7 +317,7 @@ class DataPage(QWidget):
             on_event=self._on_event,
             on_done=self._scan_done,
             on_error=self._scan_failed,
-            name="scan",
+            name="scan", kind=JobKind.SCAN,
         )
         self._handle.finished.connect(self._scan_ended)
 
@@ -367,8 +367,7 @@ class DataPage(QWidget):
 
     # ----- following the state -----
 
-    def _on_recipe_changed(self, recipe) -> None:
-        data = recipe.data
+    def _on_data_changed(self, data: DataSpec) -> None:
         for spin, value in ((self.val_spin, round(data.val_fraction * 100)), (self.seed_spin, data.seed)):
             spin.blockSignals(True)
             spin.setValue(value)

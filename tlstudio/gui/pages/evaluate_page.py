@@ -272,6 +272,7 @@ class EvaluatePage(QWidget):
         job = workers.run_in_thread(
             evaluation_for, self._run_dir, self.split(), self.top_k_spin.value(), reuse, self._dataset_for_run(),
             on_event=self._on_event, on_done=self._on_done, on_error=self._on_error, name="evaluation",
+            kind=workers.JobKind.EVALUATION,
         )
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job

@@ -305,7 +305,8 @@ class ExplainPanel(QWidget):
     def _start(self, fn, *args, on_done, busy: str) -> None:
         self.message.setText(busy)
         self.state.busy.emit(busy)
-        job = workers.run_in_thread(fn, *args, on_done=on_done, on_error=self._on_error, name="explain")
+        job = workers.run_in_thread(fn, *args, on_done=on_done, on_error=self._on_error, name="explain",
+                                    kind=workers.JobKind.EXPLAIN)
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job
         self._update_enabled()

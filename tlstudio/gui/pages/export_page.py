@@ -36,7 +36,7 @@ from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.use.export import DEFAULT_FORMATS, FORMATS, ExportReport, export_run
 from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
-from tlstudio.gui.workers import WorkerHandle, run_in_thread
+from tlstudio.gui.workers import JobKind, WorkerHandle, run_in_thread
 
 FORMAT_INFO = {
     "keras": ("Keras (.keras)", "The Keras 3 model: load it in Python with keras.saving.load_model()."),
@@ -277,7 +277,7 @@ class ExportPage(QWidget):
             on_done=self._on_done,
             on_error=self._on_error,
             on_cancel=self._on_cancelled,
-            name="export",
+            name="export", kind=JobKind.EXPORT,
         )
         self._handle.finished.connect(self._on_ended)
         self._update_enabled()

@@ -334,6 +334,7 @@ class PredictPage(QWidget):
             predict_with, self.source, self.predictor, paths, self.top_k_spin.value(),
             on_event=self._on_event, on_done=lambda result, g=self._generation: self._on_done(result, g),
             on_error=lambda error, g=self._generation: self._on_error(error, g), name="prediction",
+            kind=workers.JobKind.PREDICTION,
         )
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job

@@ -190,7 +190,7 @@ class RunsPage(QWidget):
             return
         self.folder_label.setText(f"Reading runs in {html.escape(str(self.folder()))}…")
         job = workers.run_in_thread(read_runs, self.root, on_done=self.show_runs, on_error=self.state.error.emit,
-                                    name="listing runs")
+                                    name="listing runs", kind=workers.JobKind.RUNS)
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job
 

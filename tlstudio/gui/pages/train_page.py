@@ -190,7 +190,7 @@ class TrainPage(QWidget):
         self._status_timer.timeout.connect(self._refresh_status)
         self._status_timer.start()
 
-        state.recipe_changed.connect(lambda _: self._sync_from_recipe())
+        state.training_changed.connect(lambda _: self._sync_from_recipe())
         self._sync_from_recipe()
         self._set_running(False)
         self._badge_job: workers.WorkerHandle | None = None
@@ -311,7 +311,8 @@ class TrainPage(QWidget):
         """Ask the engine for the device once TensorFlow has loaded (never two imports of it at once)."""
         if ready and self._badge_job is None:
             self._badge_job = workers.run_in_thread(
-                detect_device, on_done=self.badge.setText, on_error=self._on_badge_error, name="device detection"
+                detect_device, on_done=self.badge.setText, on_error=self._on_badge_error, name="device detection",
+                kind=workers.JobKind.DEVICES,
             )
 
     def _on_badge_error(self, error: BaseException) -> None:
@@ -355,7 +356,7 @@ class TrainPage(QWidget):
         self.job = workers.run_in_thread(
             run_training, recipe, dataset, self.state.base_model, self._stop_flag, self._resume_flag,
             on_event=self._on_event, on_done=self._on_done, on_error=self._on_error,
-            on_cancel=self._on_cancelled, name="training",
+            on_cancel=self._on_cancelled, name="training", kind=workers.JobKind.TRAINING,
         )
         self.job.finished.connect(self._on_finished)
         self._set_running(True)
