@@ -58,7 +58,7 @@ def test_title_follows_project_name_and_changes(window, tmp_path, monkeypatch):
     path = tmp_path / "flowers.json"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
     window.save_action.trigger()
-    assert window.windowTitle() == "TL Studio — flowers.json[*]"
+    assert window.windowTitle() == "flowers[*] — TL Studio"
     assert not window.isWindowModified()
 
 

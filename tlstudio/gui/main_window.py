@@ -326,7 +326,8 @@ class MainWindow(QMainWindow):
 
     def _update_title(self) -> None:
         path = self.state.path
-        title = f"TL Studio — {path.name}[*]" if path else "TL Studio[*]"
+        # Ending with the app's name keeps X11 and Windows from appending it a second time.
+        title = f"{path.stem}[*] — TL Studio" if path else "TL Studio[*]"
         self.setWindowTitle(title)
         self.setWindowModified(self.state.dirty)
 
