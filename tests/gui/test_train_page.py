@@ -8,7 +8,7 @@ from tlstudio.core.train import training
 from tlstudio.core.data.dataset import scan_dataset
 from tlstudio.core.spec.events import BatchEnded
 from tlstudio.gui import workers
-from tlstudio.gui.pages.train_page import TrainPage, format_duration
+from tlstudio.gui.pages.train_page import TrainPage, device_label, format_duration
 from tlstudio.gui.state import ProjectState
 
 
@@ -48,6 +48,8 @@ def test_training_adds_points_to_the_curves(qtbot, page, state):
     assert page.plot.point_count("val_accuracy") == 2
     assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
     assert "Finished" in page.status_label.text()
+    assert page.progress.value() == page.progress.maximum()
+    assert page.progress.format() == f"Finished — kept epoch {result.best_epoch}"
 
 
 def test_pause_resume_and_stop(qtbot, page, state, monkeypatch):
@@ -131,3 +133,27 @@ def test_durations():
     assert format_duration(75.2) == "1:15"
     assert format_duration(3725) == "1:02:05"
     assert format_duration(None) == "…"
+
+
+def test_an_early_stop_shows_a_full_bar_and_the_kept_epoch(qtbot, page, state, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    def stops_early(recipe, on_event, should_stop, **kwargs):
+        return SimpleNamespace(cancelled=False, stopped_early=True, best_epoch=4, metrics={"val_accuracy": 0.9},
+                               run_dir=tmp_path)
+
+    monkeypatch.setattr(training, "train", stops_early)
+    with qtbot.waitSignal(page.finished, timeout=60_000):
+        page.start()
+    assert page.progress.value() == page.progress.maximum() > 0
+    assert page.progress.format() == "Stopped early — kept epoch 4"
+    assert "ETA" not in page.progress.format()
+
+
+def test_the_device_badge_is_short_and_the_reason_is_in_its_tooltip(page):
+    assert device_label("CPU — TensorFlow was built without CUDA support") == (
+        "CPU — no GPU found", "TensorFlow was built without CUDA support")
+    assert device_label("GPU: NVIDIA A100 (40 GB)") == ("GPU: NVIDIA A100 (40 GB)", "")
+    page.show_device("CPU — the NVIDIA driver is not loaded")
+    assert page.badge.text() == "CPU — no GPU found"
+    assert "the NVIDIA driver is not loaded" in page.badge.toolTip() and "GPU Doctor" in page.badge.toolTip()

@@ -88,6 +88,25 @@ def detect_device(on_event=None, should_stop=None) -> str:
     return device_badge()
 
 
+def device_label(badge: str) -> tuple[str, str]:
+    """The engine's badge as (short label, reason): ``"CPU — no GPU found"`` and why, or the GPU as it is."""
+    if badge.startswith("CPU"):
+        reason = badge.partition("—")[2].strip()
+        return "CPU — no GPU found", reason
+    return badge, ""
+
+
+def finished_label(result) -> str:
+    """The full progress bar's text once training has ended: how it ended and the epoch whose weights were kept."""
+    if result.cancelled:
+        how = "Stopped"
+    elif result.stopped_early:
+        how = "Stopped early"
+    else:
+        how = "Finished"
+    return f"{how} — kept epoch {result.best_epoch}"
+
+
 def format_duration(seconds: float | None) -> str:
     """``75.2`` → ``1:15``; ``3725`` → ``1:02:05``; None → ``…``."""
     if seconds is None or seconds != seconds:
@@ -311,9 +330,17 @@ class TrainPage(QWidget):
         """Ask the engine for the device once TensorFlow has loaded (never two imports of it at once)."""
         if ready and self._badge_job is None:
             self._badge_job = workers.run_in_thread(
-                detect_device, on_done=self.badge.setText, on_error=self._on_badge_error, name="device detection",
+                detect_device, on_done=self.show_device, on_error=self._on_badge_error, name="device detection",
                 kind=workers.JobKind.DEVICES,
             )
+
+    def show_device(self, badge: str) -> None:
+        """A short label ("CPU — no GPU found"); the engine's reason goes in the tooltip."""
+        label, reason = device_label(badge)
+        self.badge.setText(label)
+        self.badge.setToolTip(
+            (f"{reason}\n" if reason else "") + "Help ▸ GPU Doctor says which devices TensorFlow sees and why."
+        )
 
     def _on_badge_error(self, error: BaseException) -> None:
         self.badge.setText(f"Device unknown: {error}")
@@ -477,6 +504,9 @@ class TrainPage(QWidget):
         self.state.set_last_run(result)
         accuracy = result.metrics.get("val_accuracy")
         score = f"validation accuracy {accuracy:.1%}" if accuracy is not None else "no validation score"
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress.setFormat(finished_label(result))
         if result.cancelled:
             text = f"Stopped: kept the best weights so far (epoch {result.best_epoch}), {score}."
         elif result.stopped_early:
