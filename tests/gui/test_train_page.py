@@ -50,6 +50,7 @@ def test_training_adds_points_to_the_curves(qtbot, page, state):
     assert "Finished" in page.status_label.text()
     assert page.progress.value() == page.progress.maximum()
     assert page.progress.format() == f"Finished — kept epoch {result.best_epoch}"
+    assert page.plot.best_epoch == result.best_epoch
 
 
 def test_pause_resume_and_stop(qtbot, page, state, monkeypatch):

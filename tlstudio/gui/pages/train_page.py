@@ -507,6 +507,8 @@ class TrainPage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setFormat(finished_label(result))
+        if result.best_epoch:
+            self.plot.mark_best(result.best_epoch)
         if result.cancelled:
             text = f"Stopped: kept the best weights so far (epoch {result.best_epoch}), {score}."
         elif result.stopped_early:
