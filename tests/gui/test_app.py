@@ -266,3 +266,20 @@ def test_install_runs_apt_get_as_root_and_prints_otherwise(monkeypatch, capsys):
     assert system_libs.install_missing(run=lambda args, check: calls.append(args) or Done()) == 0
     assert len(calls) == 1
     assert "sudo apt-get install -y libxcb-cursor0" in capsys.readouterr().err
+
+
+def test_a_user_mistake_is_one_sentence_with_actions_and_the_rest_behind_details(qtbot):
+    from tlstudio.core.spec.errors import WeightsError
+
+    used = []
+    error = WeightsError("The VGG16 weights are not on this computer. Download them from https://example.org/w.h5 "
+                         "or run: tlstudio weights import FILE")
+    dialog = errors.ErrorDialog(error, None, actions=[("Use EfficientNet-Lite0", lambda: used.append("lite0"))])
+    qtbot.addWidget(dialog)
+    assert dialog.text() == "The VGG16 weights are not on this computer."
+    assert "https://example.org/w.h5" not in dialog.text()
+    assert "https://example.org/w.h5" in dialog.detailedText()
+    dialog.action_buttons["Use EfficientNet-Lite0"].click()
+    assert used == ["lite0"]
+    assert errors.first_sentence("One line only") == "One line only"
+    assert errors.first_sentence("Version 1.2 is old. Update it.") == "Version 1.2 is old."

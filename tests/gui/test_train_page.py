@@ -158,3 +158,25 @@ def test_the_device_badge_is_short_and_the_reason_is_in_its_tooltip(page):
     page.show_device("CPU — the NVIDIA driver is not loaded")
     assert page.badge.text() == "CPU — no GPU found"
     assert "the NVIDIA driver is not loaded" in page.badge.toolTip() and "GPU Doctor" in page.badge.toolTip()
+
+
+def test_missing_weights_offer_lite0_in_one_click(qtbot, page, state, monkeypatch):
+    from tlstudio.core.spec.errors import WeightsError
+    from tlstudio.gui import errors
+
+    shown = []
+    monkeypatch.setattr(errors.ErrorDialog, "exec", lambda self: shown.append(self) or 0)
+
+    def offline(recipe, on_event, should_stop, **kwargs):
+        raise WeightsError("The VGG16 ImageNet weights are not on this computer. Download them from https://x/y.h5.")
+
+    monkeypatch.setattr(training, "train", offline)
+    state.update(cut_tensor="block2_pool:0")
+    with qtbot.waitSignal(page.finished, timeout=60_000):
+        page.start()
+    assert page.status_label.text() == "Training failed: The VGG16 ImageNet weights are not on this computer."
+    dialog = shown[0]
+    assert "https://" not in dialog.text() and "https://x/y.h5" in dialog.detailedText()
+    dialog.action_buttons["Use EfficientNet-Lite0"].click()
+    assert state.recipe.base.name == "efficientnet-lite0" and state.recipe.cut_tensor is None
+    assert state.base_model is None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.spec.errors import ExportError
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.use.export import DEFAULT_FORMATS, FORMATS, ExportReport, export_run
 from tlstudio.gui.errors import show_error
@@ -53,6 +54,8 @@ FORMAT_INFO = {
 def default_destination(run_dir: Path) -> Path:
     """Where an export of ``run_dir`` goes unless the user chooses another folder."""
     return Path.home() / "TL Studio exports" / run_dir.name
+
+REPLACE_LABEL = "Replace the folder if it exists"
 
 
 class ExportPage(QWidget):
@@ -119,7 +122,7 @@ class ExportPage(QWidget):
         self.destination_edit.textChanged.connect(lambda _text: self._update_enabled())
         self.browse_button = QPushButton("Choose…")
         self.browse_button.clicked.connect(self.choose_destination)
-        self.overwrite_box = QCheckBox("Replace the folder if it exists")
+        self.overwrite_box = QCheckBox(REPLACE_LABEL)
         self.overwrite_box.setToolTip("Without this, an existing folder is never touched")
         destination_layout = QGridLayout(destination_box)
         destination_layout.addWidget(self.destination_edit, 0, 0)
@@ -303,8 +306,24 @@ class ExportPage(QWidget):
         self.export_finished.emit(report)
 
     def _on_error(self, error: BaseException) -> None:
-        show_error(self, error)
+        destination = Path(self.destination_edit.text().strip()).expanduser()
+        if isinstance(error, ExportError) and destination.exists() and not self.overwrite_box.isChecked():
+            # The engine's message names its own options (overwrite=True, --overwrite); say it with this page's.
+            error = ExportError(
+                f"The folder {destination.name!r} already exists.\n{destination}\n"
+                f"Tick “{REPLACE_LABEL}” to replace it (only an earlier TL Studio export is replaced), "
+                "or choose another folder."
+            )
+            show_error(self, error, actions=[("Replace it", self.replace_and_export),
+                                             ("Choose another folder…", self.choose_destination)])
+        else:
+            show_error(self, error)
         self.export_finished.emit(None)
+
+    def replace_and_export(self) -> None:
+        """Tick "Replace the folder if it exists" and export again (once the failed export has ended)."""
+        self.overwrite_box.setChecked(True)
+        QTimer.singleShot(0, self.start_export)
 
     def _on_cancelled(self) -> None:
         self.export_finished.emit(None)

@@ -34,9 +34,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.spec.errors import DataError, RecipeError
+from tlstudio.core.spec.errors import DataError, RecipeError, WeightsError
+from tlstudio.core.spec.recipe import BaseSpec
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
 from tlstudio.gui import workers
+from tlstudio.gui.errors import first_sentence, show_error
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.loss_plot import LossPlot
 
@@ -523,8 +525,19 @@ class TrainPage(QWidget):
 
     def _on_error(self, error: BaseException) -> None:
         self._settle_status()
-        self.status_label.setText(f"Training failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
-        self.state.error.emit(error)
+        self.status_label.setText(f"Training failed: {first_sentence(str(error) or type(error).__name__)}")
+        if isinstance(error, WeightsError) and self.state.recipe.base.name != "efficientnet-lite0":
+            show_error(self, error, actions=[("Use EfficientNet-Lite0", self.use_offline_base)])
+        else:
+            self.state.error.emit(error)
+
+    def use_offline_base(self) -> None:
+        """Switch to EfficientNet-Lite0, whose weights ship with TL Studio, with its default cut."""
+        base = self.state.recipe.base
+        self.state.set_recipe(self.state.recipe.replace(
+            base=BaseSpec(name="efficientnet-lite0", input_size=base.input_size), cut_tensor=None))
+        self.state.set_base_model(None)
+        self.status_label.setText("Switched to EfficientNet-Lite0 (weights included). Press Start to train.")
 
     def _on_finished(self) -> None:
         self.job = None
