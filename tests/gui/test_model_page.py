@@ -201,3 +201,24 @@ def test_the_base_model_loads_by_itself_once_images_are_in(qtbot, tiny_vgg, imag
         state.set_dataset(scan_dataset([image_root]))
     assert state.base_model is tiny_vgg
     assert not page.maybe_load_base()
+
+
+def test_the_cut_row_is_scrolled_into_view_and_the_columns_fit(qtbot, page, state):
+    page.resize(1280, 820)
+    view = page.network_view
+    tree = view.tree
+    state.update(cut_tensor="block1_pool:0")
+    qtbot.waitUntil(lambda: tree.viewport().rect().intersects(tree.visualRect(view.index_of("block1_pool:0"))))
+    qtbot.waitUntil(lambda: tree.header().length() <= tree.viewport().width())
+    assert not tree.isColumnHidden(4)  # the receptive field stays in sight
+    tip = view.model.itemFromIndex(view.index_of("block2_conv1:0")).toolTip()
+    assert "Training: not used (past the cut)" in tip
+
+
+def test_before_loading_the_page_explains_the_choices(qtbot):
+    page = ModelPage(ProjectState())
+    qtbot.addWidget(page)
+    page.show()
+    intro = page.cut_panel.placeholder
+    assert intro.isVisible() and not page.network_view.isVisible()
+    assert "Base model" in intro.text() and "Cut tensor" in intro.text() and "Head" in intro.text()

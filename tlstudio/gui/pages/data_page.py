@@ -430,6 +430,7 @@ class DataPage(QWidget):
                 if excluded or name in dataset.empty_classes:
                     for column in range(1, 5):
                         table.item(row, column).setForeground(self.palette().placeholderText())
+        table.setColumnHidden(4, dataset is None or not dataset.test)
         table.blockSignals(False)
 
     def _on_class_item_changed(self, item: QTableWidgetItem) -> None:
