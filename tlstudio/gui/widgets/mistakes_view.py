@@ -13,6 +13,8 @@ Double-clicking a row, or "Explain", asks for a Grad-CAM of the image;
 
 from __future__ import annotations
 
+from collections import Counter
+
 import html
 from pathlib import Path
 
@@ -167,9 +169,11 @@ class MistakesView(QWidget):
         self.table.setRowCount(0)
         self.table.setRowCount(len(shown))
         classes = self.evaluation.classes if self.evaluation is not None else ()
+        names = Counter(Path(record.path).name for record in shown)
+        repeated = {name for name, count in names.items() if count > 1}
         for row, record in enumerate(shown):
             path = Path(record.path)
-            name = QTableWidgetItem(path.name)
+            name = QTableWidgetItem(f"{path.parent.name}/{path.name}" if path.name in repeated else path.name)
             name.setToolTip(self._record_tip(record, classes))
             name.setData(Qt.ItemDataRole.UserRole, record.path)
             self._rows_by_path.setdefault(record.path, []).append(row)
