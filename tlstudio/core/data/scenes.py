@@ -34,7 +34,14 @@ def _blur(image: np.ndarray, radius: float) -> np.ndarray:
 
 def scene_image(kind: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     """One RGB uint8 landscape of ``kind`` (one of :data:`SCENE_CLASSES`)."""
-    sky_top, sky_bottom, ground_top, ground_bottom = (np.array(c, np.float32) for c in _PALETTES[kind])
+    # Light borrowed from another kind of scene (a grey beach day, a golden forest) makes some images
+    # ambiguous, as real photos are.
+    other = _PALETTES[SCENE_CLASSES[rng.integers(len(SCENE_CLASSES))]]
+    mix = rng.uniform(0.3, 0.85) if rng.random() < 0.35 else 0.0
+    sky_top, sky_bottom, ground_top, ground_bottom = (
+        np.array(own, np.float32) * (1 - mix) + np.array(borrowed, np.float32) * mix
+        for own, borrowed in zip(_PALETTES[kind], other)
+    )
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     tilt = rng.uniform(-0.12, 0.12)
     horizon = rng.uniform(0.4, 0.62) + tilt * (xx - 0.5)

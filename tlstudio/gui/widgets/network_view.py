@@ -35,7 +35,7 @@ _HEADER_TIPS = (
     "The kind of layer that produces the tensor.",
     "The tensor's shape per image: height x width x channels for feature maps.",
     "Weights in the layer that produces the tensor.",
-    "How many input pixels (square side) one value of the tensor is computed from, and the spacing "
+    "How many input pixels (square side) one value of the tensor is computed from / the spacing "
     "in pixels between neighbouring values. Deeper tensors see larger patches and more abstract patterns.",
     "What training does with the layer: frozen (kept as pretrained), fine-tuned (trained in the "
     "fine-tuning phase), or not used (past the cut).",
@@ -48,13 +48,19 @@ def format_shape(shape: Sequence[int | None]) -> str:
     return " × ".join("?" if d is None else str(d) for d in dims) or "scalar"
 
 
-def format_field(info) -> str:
-    """The receptive-field column: size and spacing, or 'whole image' past the spatial layers."""
+SHORT_TYPES = {
+    "BatchNormalization": "BatchNorm", "GlobalAveragePooling2D": "GlobalAvgPool", "DepthwiseConv2D": "DWConv2D",
+}
+"""Layer types as the narrow Type column shows them (the tooltip names them in full)."""
+
+
+def short_field(info) -> str:
+    """The receptive-field column, narrow: ``403 px / 32`` (patch side / spacing), ``whole image``."""
     if info.receptive_field is None:
         return "unknown"
     if info.jump is None:
-        return f"whole image ({info.receptive_field} px)"
-    return f"{info.receptive_field} px, every {info.jump} px"
+        return "whole image"
+    return f"{info.receptive_field} px / {info.jump}"
 
 
 class NetworkView(QWidget):
@@ -203,7 +209,8 @@ class NetworkView(QWidget):
 
     def _row_items(self, info) -> list[QStandardItem]:
         texts = (
-            info.name, info.layer_type, format_shape(info.shape), f"{info.params:,}", format_field(info), "",
+            info.name, SHORT_TYPES.get(info.layer_type, info.layer_type), format_shape(info.shape).replace(" ", ""),
+            f"{info.params:,}", short_field(info), "",
         )
         items = [QStandardItem(text) for text in texts]
         for column, item in enumerate(items):
