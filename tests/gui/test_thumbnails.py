@@ -26,3 +26,21 @@ def test_a_tiny_image_is_enlarged_with_sharp_pixels(qapp, tmp_path):
     assert thumbnail.width() >= 48
     colours = {thumbnail.pixelColor(x, y).name() for x in range(thumbnail.width()) for y in range(thumbnail.height())}
     assert colours == {"#000000", "#ffffff"}  # no blurred greys
+
+
+def test_captions_have_room_for_a_line_of_a_large_font(qtbot, qapp):
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    from tlstudio.gui.widgets.thumbnails import ThumbnailGrid
+
+    original = qapp.font()
+    big = QFont(original)
+    big.setPointSizeF(original.pointSizeF() * 2)
+    qapp.setFont(big)
+    try:
+        grid = ThumbnailGrid()
+        qtbot.addWidget(grid)
+        size = grid.thumbnails.loader.size
+        assert grid.gridSize().height() >= size + QFontMetrics(big).height() + 8
+    finally:
+        qapp.setFont(original)

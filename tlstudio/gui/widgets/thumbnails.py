@@ -267,7 +267,10 @@ class ThumbnailGrid(QListView):
         self.setBatchSize(500)
         self.setWrapping(True)
         self.setIconSize(QSize(size, size))
-        self.setGridSize(QSize(size + 24, size + 30))
+        # The caption's room follows the font, so a larger system font never clips or hides it;
+        # a long name is elided in the middle and shown whole in the tooltip.
+        line = self.fontMetrics().height()
+        self.setGridSize(QSize(size + 24, size + line + 16))
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setWordWrap(False)
         self.setSelectionMode(QListView.SelectionMode.ExtendedSelection)
