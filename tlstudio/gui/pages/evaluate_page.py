@@ -41,6 +41,7 @@ from tlstudio.core.use import evaluation as core_evaluation
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import Progress
 from tlstudio.gui import workers
+from tlstudio.gui.words import counted
 from tlstudio.gui.pages.explain_panel import ExplainPanel
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.confusion_matrix import ConfusionMatrixView
@@ -339,7 +340,7 @@ class EvaluatePage(QWidget):
             f"mean loss {evaluation.loss:.3f}" if not math.isnan(evaluation.loss) else "",
         ]
         if evaluation.skipped:
-            details.append(f"{len(evaluation.skipped)} unreadable image(s) left out")
+            details.append(f"{counted(len(evaluation.skipped), 'unreadable image')} left out")
         self.details_label.setText(" · ".join(d for d in details if d))
         self.details_label.setToolTip("\n".join(f"{s.path}: {s.reason}" for s in evaluation.skipped))
         run = Path(evaluation.run) if evaluation.run else self._run_dir

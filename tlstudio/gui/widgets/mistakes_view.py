@@ -152,10 +152,11 @@ class MistakesView(QWidget):
         records = core_evaluation.cell_records(self.evaluation, true, predicted)
         classes = self.evaluation.classes
         name_true, name_predicted = html.escape(classes[true]), html.escape(classes[predicted])
+        images = "image" if len(records) == 1 else "images"
         if true == predicted:
-            title = f"<b>{len(records)} '{name_true}' image(s) classified correctly</b>, least sure first."
+            title = f"<b>{len(records)} '{name_true}' {images} classified correctly</b>, least sure first."
         else:
-            title = f"<b>{len(records)} '{name_true}' image(s) predicted as '{name_predicted}'</b>, worst first."
+            title = f"<b>{len(records)} '{name_true}' {images} predicted as '{name_predicted}'</b>, worst first."
         self._show(records, title)
 
     def _show(self, records: list[core_evaluation.ImageRecord], title: str) -> None:
