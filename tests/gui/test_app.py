@@ -58,7 +58,7 @@ def test_title_follows_project_name_and_changes(window, tmp_path, monkeypatch):
     path = tmp_path / "flowers.json"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
     window.save_action.trigger()
-    assert window.windowTitle() == "TL Studio — flowers.json[*]"
+    assert window.windowTitle() == "flowers[*] — TL Studio"
     assert not window.isWindowModified()
 
 
@@ -102,7 +102,7 @@ def test_closing_during_training_asks_and_stops_the_worker(qtbot, window, monkey
             threading.Event().wait(0.01)
         raise Cancelled("stopped")
 
-    handle = workers.run_in_thread(train, name="training")
+    handle = workers.run_in_thread(train, name="retraining", kind=workers.JobKind.TRAINING)
     assert started.wait(5)
     asked = answer(monkeypatch, QMessageBox.StandardButton.No)
     assert not window.close()
@@ -112,6 +112,21 @@ def test_closing_during_training_asks_and_stops_the_worker(qtbot, window, monkey
     window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)
     assert handle.is_finished()
+
+
+def test_work_is_recognised_by_its_kind_not_its_name(qtbot, window, monkeypatch):
+    release = threading.Event()
+
+    def summary(on_event, should_stop):
+        while not should_stop() and not release.is_set():
+            threading.Event().wait(0.01)
+
+    handle = workers.run_in_thread(summary, name="training summary", kind=workers.JobKind.SUMMARY)
+    asked = answer(monkeypatch, QMessageBox.StandardButton.No)
+    assert not workers.running(workers.JobKind.TRAINING)
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)
+    assert asked == [] and handle.is_finished()
 
 
 def test_pages_switch_with_ctrl_number(qtbot, window):
@@ -251,3 +266,20 @@ def test_install_runs_apt_get_as_root_and_prints_otherwise(monkeypatch, capsys):
     assert system_libs.install_missing(run=lambda args, check: calls.append(args) or Done()) == 0
     assert len(calls) == 1
     assert "sudo apt-get install -y libxcb-cursor0" in capsys.readouterr().err
+
+
+def test_a_user_mistake_is_one_sentence_with_actions_and_the_rest_behind_details(qtbot):
+    from tlstudio.core.spec.errors import WeightsError
+
+    used = []
+    error = WeightsError("The VGG16 weights are not on this computer. Download them from https://example.org/w.h5 "
+                         "or run: tlstudio weights import FILE")
+    dialog = errors.ErrorDialog(error, None, actions=[("Use EfficientNet-Lite0", lambda: used.append("lite0"))])
+    qtbot.addWidget(dialog)
+    assert dialog.text() == "The VGG16 weights are not on this computer."
+    assert "https://example.org/w.h5" not in dialog.text()
+    assert "https://example.org/w.h5" in dialog.detailedText()
+    dialog.action_buttons["Use EfficientNet-Lite0"].click()
+    assert used == ["lite0"]
+    assert errors.first_sentence("One line only") == "One line only"
+    assert errors.first_sentence("Version 1.2 is old. Update it.") == "Version 1.2 is old."

@@ -193,3 +193,25 @@ def test_add_folder_button(qtbot, page, image_root, monkeypatch):
     with qtbot.waitSignal(page.scan_finished, timeout=20_000):
         qtbot.mouseClick(page.add_button, Qt.MouseButton.LeftButton)
     assert page.state.recipe.data.folders == (str(image_root),)
+
+
+def test_train_val_test_folders_fill_the_test_column_and_fix_the_split(qtbot, page, tmp_path):
+    root = tmp_path / "split"
+    for split, count in (("train", 6), ("val", 3), ("test", 2)):
+        make_sample_folders(root / split, classes=("cats", "dogs"), per_class=count, seed=len(split))
+    drop_and_scan(qtbot, page, [root])
+    table = page.class_table
+    assert [table.horizontalHeaderItem(c).text() for c in range(5)] == ["Use", "Class", "Train", "Val", "Test"]
+    assert [table.item(0, c).text() for c in (2, 3, 4)] == ["6", "3", "2"]
+    assert "train/, val/ and test/" in page.summary_label.text()
+    assert not page.val_spin.isEnabled() and not page.seed_spin.isEnabled()
+    assert "already have train/ and val/" in page.seed_spin.toolTip()
+    assert page.problems_table.topLevelItem(0).text(0) == "No problems found"
+    assert page.duplicates_tree.topLevelItem(0).text(0) == "No duplicates"
+
+
+def test_one_class_is_not_one_classes(qtbot, page, tmp_path):
+    root = make_sample_folders(tmp_path / "one", classes=("only",), per_class=1)
+    drop_and_scan(qtbot, page, [root])
+    text = page.summary_label.text()
+    assert "1 class</b>" in text and "1 image</b>" in text

@@ -71,7 +71,21 @@ def test_a_tensor_without_a_spatial_map_shows_the_engines_error(qtbot, panel, im
     panel.tensor_combo.setCurrentText("fc2:0")
     with qtbot.waitSignal(panel.failed, timeout=60_000):
         panel.set_image(next((image_root / "circles").glob("*.png")))
-    assert len(errors) == 1 and isinstance(errors[0], TensorNameError)
-    assert "spatial map" in str(errors[0]) and "block3_pool:0" in str(errors[0])
-    assert "spatial map" in panel.message.text()
+    assert errors == []  # said once, inline, not also in a dialog
+    assert "spatial map" in panel.message.text() and "block3_pool:0" in panel.message.text()
     assert not panel.cam_view.has_image()
+
+
+def test_an_operation_name_offers_its_tensor_in_one_click(qtbot, panel, image_root):
+    errors = []
+    panel.state.error.connect(errors.append)
+    panel.tensor_combo.setCurrentText("block2_pool")
+    with qtbot.waitSignal(panel.failed, timeout=60_000) as failed:
+        panel.set_image(next((image_root / "circles").glob("*.png")))
+    assert isinstance(failed.args[0], TensorNameError) and errors == []
+    assert "names an operation" in panel.message.text()
+    assert panel.suggestion_button.isVisibleTo(panel) and panel.suggestion_button.text() == "Use block2_pool:0"
+    with qtbot.waitSignal(panel.explained, timeout=60_000):
+        panel.suggestion_button.click()
+    assert panel.tensor_combo.currentText() == "block2_pool:0"
+    assert not panel.suggestion_button.isVisibleTo(panel)

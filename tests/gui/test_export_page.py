@@ -73,7 +73,8 @@ def test_export_writes_the_files_and_shows_the_checks(qtbot, trained_state, tmp_
     # The same folder again without "replace": the engine's message, nothing lost.
     page.measure_box.setChecked(False)
     assert export(qtbot, page) is None
-    assert len(dialogs) == 1 and "already exists" in dialogs[0]
+    assert len(dialogs) == 1 and dialogs[0] == "The folder 'exported' already exists."
+    assert "overwrite" not in dialogs[0]
     assert (destination / "model.keras").is_file()
 
     # A destination that cannot be created: a clear message, and the page still works.

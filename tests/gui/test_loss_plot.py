@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, PhaseStarted
-from tlstudio.gui.widgets.loss_plot import LossPlot, nice_ceiling
+from tlstudio.gui.widgets.loss_plot import LossPlot, batch_loss, epoch_tick_step, nice_ceiling
 
 
 @pytest.fixture
@@ -57,3 +57,45 @@ def test_round_ceilings():
     assert nice_ceiling(0.0033) == pytest.approx(0.004)
     assert nice_ceiling(7.0) == pytest.approx(8.0)
     assert nice_ceiling(0.0) == 1.0
+
+
+def test_the_faint_curve_is_each_batchs_loss_not_the_epochs_running_mean(plot):
+    losses = [[2.0, 1.0, 3.0], [0.5, 1.5, 0.4]]
+    plot.add_event(PhaseStarted("head", 2, 3, 1e-3))
+    step = 0
+    for epoch, epoch_losses in enumerate(losses):
+        mean = 0.0
+        for batch, loss in enumerate(epoch_losses):
+            mean += (loss - mean) / (batch + 1)  # what Keras reports
+            plot.add_event(BatchEnded("head", epoch, batch, step, mean, 0.5, 1e-3, 10.0, 1.0))
+            step += 1
+        plot.add_event(EpochEnded("head", epoch, {"loss": mean}))
+    plot.flush()
+    _, y = plot.curves["batch_loss"].getOriginalDataset()
+    assert list(y) == pytest.approx([2.0, 1.0, 3.0, 0.5, 1.5, 0.4])
+    _, smooth = plot.curves["batch_loss_smooth"].getOriginalDataset()
+    assert smooth[0] == pytest.approx(2.0)  # bias-corrected: starts at the first batch, not near zero
+    assert smooth[2] > smooth[1]  # follows the batches up and down
+
+
+def test_each_series_has_its_own_colour(plot):
+    colours = {name: curve.opts["pen"].color().rgb() for name, curve in plot.curves.items()
+               if name in ("batch_loss", "batch_loss_smooth", "train_loss", "val_loss")}
+    assert len(set(colours.values())) == 4
+
+
+def test_the_kept_epoch_is_marked_and_ticks_are_whole_epochs(plot):
+    plot.set_planned_epochs(30)
+    feed(plot, epochs=2, steps=5)
+    plot.mark_best(2)
+    assert plot.best_epoch == 2
+    assert all(marker.isVisible() and marker.value() == 2 for marker in plot._best_markers)
+    assert plot.loss_plot.getAxis("bottom")._tickSpacing == [(3, 0), (3, 0)]
+    assert epoch_tick_step(10) == 1 and epoch_tick_step(30) == 3
+    plot.clear()
+    assert plot.best_epoch is None and not plot._best_markers[0].isVisible()
+
+
+def test_batch_loss_from_running_means():
+    assert batch_loss(0, 0.7, 123.0) == 0.7
+    assert batch_loss(3, 1.0, 2.0) == pytest.approx(4 * 1.0 - 3 * 2.0)

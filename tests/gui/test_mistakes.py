@@ -79,3 +79,22 @@ def test_double_click_asks_to_explain_the_image(qtbot, page):
     with qtbot.waitSignal(page.mistakes.explain_requested) as requested:
         table.itemDoubleClicked.emit(table.item(1, 0))
     assert requested.args == [page.mistakes.records()[1].path]
+
+
+def test_file_names_that_repeat_across_classes_show_their_class_folder(qtbot, tmp_path):
+    from PIL import Image
+
+    paths = []
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / name / "001.png")
+        paths.append(str(tmp_path / name / "001.png"))
+    Image.new("RGB", (8, 8)).save(tmp_path / "dogs" / "unique.png")
+    paths.append(str(tmp_path / "dogs" / "unique.png"))
+    page = EvaluatePage(ProjectState())
+    qtbot.addWidget(page)
+    page.show_evaluation(evaluate_probabilities(("cats", "dogs"), paths, [0, 1, 1],
+                                                np.array([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4]])))
+    names = {page.mistakes.table.item(row, 0).text() for row in range(page.mistakes.table.rowCount())}
+    assert names == {"cats/001.png", "dogs/001.png", "unique.png"}
+    page.mistakes.shutdown()

@@ -50,7 +50,7 @@ def test_network_view_lists_every_tensor_of_the_tiny_model(page, tiny_vgg):
 
 
 def test_clicking_a_row_sets_the_cut_tensor(qtbot, page, state):
-    with qtbot.waitSignal(state.recipe_changed):
+    with qtbot.waitSignal(state.cut_changed):
         _click_row(qtbot, page, "block2_pool:0")
     assert state.recipe.cut_tensor == "block2_pool:0"
     assert page.network_view.role_of("block3_conv1:0") == "not used (past the cut)"
@@ -68,7 +68,7 @@ def test_the_input_row_cannot_be_chosen_and_says_why(qtbot, page, state):
 def test_typing_a_tensor_name_sets_the_cut(qtbot, page, state):
     page.cut_edit.clear()
     qtbot.keyClicks(page.cut_edit, "block2_conv1:0")
-    with qtbot.waitSignal(state.recipe_changed):
+    with qtbot.waitSignal(state.cut_changed):
         qtbot.keyClick(page.cut_edit, Qt.Key.Key_Return)
     assert state.recipe.cut_tensor == "block2_conv1:0"
     assert "✔" in page.cut_message.text()
@@ -83,7 +83,7 @@ def test_an_operation_name_shows_the_engines_message_and_offers_the_tensor(qtbot
     assert "names an operation" in message and "block2_pool:0" in message
     buttons = page.suggestion_buttons()
     assert [b.property("tensor") for b in buttons] == ["block2_pool:0"]
-    with qtbot.waitSignal(state.recipe_changed):
+    with qtbot.waitSignal(state.cut_changed):
         qtbot.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
     assert state.recipe.cut_tensor == "block2_pool:0"
 
@@ -129,13 +129,16 @@ def test_offline_download_shows_the_engines_message(qtbot, page, state, monkeypa
         raise WeightsError(f"Cannot download {wf.filename} ({wf.size_text}): no network. Import it instead.")
 
     monkeypatch.setattr(backbones, "resolve_weights", offline)
+    monkeypatch.setattr(backbones, "weights_status", lambda base, top: ("missing", None))
     state.update("base", name="vgg16", weights="imagenet")
-    assert page.download_button.isVisibleTo(page)
-    assert "58.9 MB" in page.weights_status.text()
-    page.download_button.click()
-    qtbot.waitUntil(lambda: page.weights_message.isVisibleTo(page) and page._weights_job is None, timeout=10_000)
-    assert "no network. Import it instead." in page.weights_message.text()
-    assert "Traceback" not in page.weights_message.text()
+    panel = page.base_panel
+    assert panel.download_button.isVisibleTo(page)
+    assert panel.offline_button.isVisibleTo(page)
+    assert "58.9 MB" in panel.weights_status.text()
+    panel.download_button.click()
+    qtbot.waitUntil(lambda: panel.weights_message.isVisibleTo(page) and panel.weights_job is None, timeout=10_000)
+    assert "no network. Import it instead." in panel.weights_message.text()
+    assert "Traceback" not in panel.weights_message.text()
 
 
 def test_hidden_units_field_reads_each_number_as_a_layer(qtbot, page, state):
@@ -147,3 +150,77 @@ def test_hidden_units_field_reads_each_number_as_a_layer(qtbot, page, state):
     page.hidden_edit.editingFinished.emit()
     assert state.recipe.head.hidden_units == (256, 128)
     assert page.hidden_message.isVisibleTo(page) and "whole numbers" in page.hidden_message.text()
+def test_choosing_another_network_resets_weights_and_cut_and_says_so(qtbot, page, state):
+    state.update("base", weights="none")
+    state.update(cut_tensor="block2_pool:0")
+    lite0 = page.base_panel.base_combo.findText("EfficientNet-Lite0 (offline)")
+    page.base_panel.base_combo.activated.emit(lite0)
+    assert state.recipe.base.name == "efficientnet-lite0"
+    assert state.recipe.base.weights == "imagenet"
+    assert state.recipe.cut_tensor is None
+    assert state.base_model is None
+    message = page.base_panel.weights_message.text()
+    assert "weights set to ImageNet" in message and "block2_pool:0 replaced by the network's default" in message
+
+
+def test_an_unknown_cut_offers_the_models_default_first(qtbot, page):
+    page.cut_edit.clear()
+    qtbot.keyClicks(page.cut_edit, "top_activation:0")
+    qtbot.keyClick(page.cut_edit, Qt.Key.Key_Return)
+    assert [b.property("tensor") for b in page.suggestion_buttons()][0] == "block3_pool:0"
+
+
+def test_random_weights_say_only_the_head_learns(page, state):
+    state.update("base", weights="none")
+    text = page.base_panel.weights_status.text()
+    assert "random, untrained features" in text and "only the head learns" in text
+    assert "from scratch" in text and "fine-tuning all layers" in text
+
+
+def test_a_new_project_without_vgg_weights_starts_on_lite0_unchanged(qtbot, monkeypatch):
+    real = backbones.weights_status
+    monkeypatch.setattr(backbones, "weights_status",
+                        lambda base, top: ("missing", None) if base in backbones.VGG_BASES else real(base, top))
+    state = ProjectState()
+    page = ModelPage(state)
+    qtbot.addWidget(page)
+    assert state.recipe.base.name == "efficientnet-lite0"
+    assert not state.dirty
+    assert page.base_panel.base_combo.currentText() == "EfficientNet-Lite0 (offline)"
+
+
+def test_the_base_model_loads_by_itself_once_images_are_in(qtbot, tiny_vgg, image_root, monkeypatch):
+    from tlstudio.core.data.dataset import scan_dataset
+
+    monkeypatch.setattr(backbones, "build_base", lambda spec, on_event, should_stop: tiny_vgg)
+    state = ProjectState()
+    state.update("base", name="efficientnet-lite0", input_size=32)
+    state.set_tensorflow_ready(True)
+    page = ModelPage(state)
+    qtbot.addWidget(page)
+    assert state.base_model is None
+    with qtbot.waitSignal(state.base_model_changed, timeout=30_000):
+        state.set_dataset(scan_dataset([image_root]))
+    assert state.base_model is tiny_vgg
+    assert not page.maybe_load_base()
+
+
+def test_the_cut_row_is_scrolled_into_view_and_the_columns_fit(qtbot, page, state):
+    page.resize(1280, 820)
+    view = page.network_view
+    tree = view.tree
+    state.update(cut_tensor="block1_pool:0")
+    qtbot.waitUntil(lambda: tree.viewport().rect().intersects(tree.visualRect(view.index_of("block1_pool:0"))))
+    qtbot.waitUntil(lambda: tree.header().length() <= tree.viewport().width())
+    assert not tree.isColumnHidden(4)  # the receptive field stays in sight
+    tip = view.model.itemFromIndex(view.index_of("block2_conv1:0")).toolTip()
+    assert "Training: not used (past the cut)" in tip
+
+
+def test_before_loading_the_page_explains_the_choices(qtbot):
+    page = ModelPage(ProjectState())
+    qtbot.addWidget(page)
+    page.show()
+    intro = page.cut_panel.placeholder
+    assert intro.isVisible() and not page.network_view.isVisible()
+    assert "Base model" in intro.text() and "Cut tensor" in intro.text() and "Head" in intro.text()

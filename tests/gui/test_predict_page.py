@@ -57,6 +57,7 @@ def test_dropping_a_folder_and_a_file_shows_a_row_per_image(qtbot, page, trained
     assert {name for name, _ in good[0].top} == {"circles", "squares", "stripes"}
     assert page.table.item(0, 1).data(PREDICTION_ROLE) == predictions[0]
     assert [p.error for p in predictions if p.error] == ["not an image"]
+    assert page.hint.text().startswith("6 images classified, 1 could not be read.")
 
 
 def test_top_k_predicts_again_with_fewer_bars(qtbot, page, trained):

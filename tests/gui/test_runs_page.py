@@ -76,3 +76,49 @@ def test_use_as_current_run_sets_the_projects_last_run(qtbot, page, two_runs):
     assert result.run_dir == first.run_dir and result.classes == first.classes
     assert page.state.last_run is result
     assert result.metrics["val_accuracy"] == pytest.approx(first.metrics["val_accuracy"])
+
+
+def test_runs_are_experiments_with_data_classes_a_title_and_notes(qtbot, page, two_runs, tmp_path, image_root):
+    from tlstudio.core.spec.recipe import DataSpec
+    from tlstudio.core.train.run_notes import read_notes
+    from tlstudio.core.train.runs import Run
+    from tlstudio.gui.pages.runs_page import COLUMNS, data_summary
+
+    table = page.table
+    column = {name: COLUMNS.index(name) for name in ("Data", "Classes", "Notes")}
+    assert table.item(0, column["Data"]).text() == "—"  # trained on a dataset given in code, not folders
+    folders = Recipe(data=DataSpec(folders=(str(image_root), str(tmp_path / "extra"))))
+    assert data_summary(Run(tmp_path, folders, ("a", "b"))) == f"{image_root.name} + extra"
+    assert table.item(0, column["Classes"]).text() == "3"
+    newest = two_runs[1].run_dir
+    table.item(0, 0).setText("deeper cut")
+    table.item(0, column["Notes"]).setText("block2 looks better")
+    assert read_notes(newest).title == "deeper cut" and read_notes(newest).notes == "block2 looks better"
+    page.refresh()
+    qtbot.waitUntil(lambda: page.job is None, timeout=30_000)
+    assert table.item(0, 0).text() == "deeper cut"
+    assert table.item(0, column["Notes"]).text() == "block2 looks better"
+
+    page.filter_data("—")
+    assert not table.isRowHidden(0) and not table.isRowHidden(1)
+    page.data_filter.addItem("other-images")
+    page.filter_data("other-images")
+    assert table.isRowHidden(0) and table.isRowHidden(1)
+    page.filter_data(None)
+    assert not table.isRowHidden(0)
+
+
+def test_a_title_that_cannot_be_saved_says_why_and_reverts(qtbot, page, monkeypatch):
+    from tlstudio.gui.pages import runs_page
+
+    errors = []
+    page.state.error.connect(errors.append)
+
+    def read_only(run_dir, notes):
+        raise runs_page.UserError("Cannot save the notes of run 'x': Read-only file system.")
+
+    monkeypatch.setattr(runs_page, "write_notes", read_only)
+    name = page.table.item(0, 0).text()
+    page.table.item(0, 0).setText("new title")
+    assert page.table.item(0, 0).text() == name
+    assert "Read-only" in str(errors[0])

@@ -8,7 +8,7 @@ import sys
 
 from PIL import Image
 
-PAGES = ("1-data.png", "2-model.png", "3-train.png", "4-evaluate.png", "5-export.png")
+PAGES = ("1-data.png", "2-model.png", "3-train.png", "4-evaluate.png", "5-export.png", "6-predict.png", "7-runs.png")
 
 
 def test_screens_saves_a_picture_of_every_page(tmp_path):
@@ -21,6 +21,6 @@ def test_screens_saves_a_picture_of_every_page(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for name in PAGES:
         with Image.open(out / name) as image:
-            assert image.size[0] >= 1000 and image.size[1] >= 700
+            assert image.size == (1280, 820)
             colours = image.convert("RGB").resize((64, 64)).getcolors(64 * 64)
             assert colours is None or len(colours) > 20, f"{name} looks blank"

@@ -8,7 +8,7 @@ from tlstudio.core.train import training
 from tlstudio.core.data.dataset import scan_dataset
 from tlstudio.core.spec.events import BatchEnded
 from tlstudio.gui import workers
-from tlstudio.gui.pages.train_page import TrainPage
+from tlstudio.gui.pages.train_page import TrainPage, device_label
 from tlstudio.gui.state import ProjectState
 
 
@@ -48,6 +48,9 @@ def test_training_adds_points_to_the_curves(qtbot, page, state):
     assert page.plot.point_count("val_accuracy") == 2
     assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
     assert "Finished" in page.status_label.text()
+    assert page.progress.value() == page.progress.maximum()
+    assert page.progress.format() == f"Finished — kept epoch {result.best_epoch}"
+    assert page.plot.best_epoch == result.best_epoch
 
 
 def test_pause_resume_and_stop(qtbot, page, state, monkeypatch):
@@ -126,3 +129,48 @@ def test_device_badge_comes_from_the_engine(qtbot, page):
     qtbot.waitUntil(lambda: page.badge.text() != "Detecting device…", timeout=60_000)
     assert page.badge.text().startswith(("CPU", "GPU"))
 
+
+def test_an_early_stop_shows_a_full_bar_and_the_kept_epoch(qtbot, page, state, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    def stops_early(recipe, on_event, should_stop, **kwargs):
+        return SimpleNamespace(cancelled=False, stopped_early=True, best_epoch=4, metrics={"val_accuracy": 0.9},
+                               run_dir=tmp_path)
+
+    monkeypatch.setattr(training, "train", stops_early)
+    with qtbot.waitSignal(page.finished, timeout=60_000):
+        page.start()
+    assert page.progress.value() == page.progress.maximum() > 0
+    assert page.progress.format() == "Stopped early — kept epoch 4"
+    assert "ETA" not in page.progress.format()
+
+
+def test_the_device_badge_is_short_and_the_reason_is_in_its_tooltip(page):
+    assert device_label("CPU — TensorFlow was built without CUDA support") == (
+        "CPU — no GPU found", "TensorFlow was built without CUDA support")
+    assert device_label("GPU: NVIDIA A100 (40 GB)") == ("GPU: NVIDIA A100 (40 GB)", "")
+    page.show_device("CPU — the NVIDIA driver is not loaded")
+    assert page.badge.text() == "CPU — no GPU found"
+    assert "the NVIDIA driver is not loaded" in page.badge.toolTip() and "GPU Doctor" in page.badge.toolTip()
+
+
+def test_missing_weights_offer_lite0_in_one_click(qtbot, page, state, monkeypatch):
+    from tlstudio.core.spec.errors import WeightsError
+    from tlstudio.gui import errors
+
+    shown = []
+    monkeypatch.setattr(errors.ErrorDialog, "exec", lambda self: shown.append(self) or 0)
+
+    def offline(recipe, on_event, should_stop, **kwargs):
+        raise WeightsError("The VGG16 ImageNet weights are not on this computer. Download them from https://x/y.h5.")
+
+    monkeypatch.setattr(training, "train", offline)
+    state.update(cut_tensor="block2_pool:0")
+    with qtbot.waitSignal(page.finished, timeout=60_000):
+        page.start()
+    assert page.status_label.text() == "Training failed: The VGG16 ImageNet weights are not on this computer."
+    dialog = shown[0]
+    assert "https://" not in dialog.text() and "https://x/y.h5" in dialog.detailedText()
+    dialog.action_buttons["Use EfficientNet-Lite0"].click()
+    assert state.recipe.base.name == "efficientnet-lite0" and state.recipe.cut_tensor is None
+    assert state.base_model is None

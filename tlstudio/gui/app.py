@@ -3,7 +3,7 @@
 ``main()`` checks that a display and Qt's system libraries are there (printing
 what to install instead of Qt's abort), creates the application with its name,
 icon and the system's light or dark theme, shows the main window at once and
-imports TensorFlow in a :class:`TensorFlowLoader` thread. Until it reports
+imports TensorFlow in a worker (:func:`load_tensorflow`). Until it reports
 ready, ``ProjectState.tensorflow_ready`` is False and actions that need
 TensorFlow are disabled, with "Loading TensorFlow…" in the status bar.
 """
@@ -134,27 +134,11 @@ def _import_tensorflow() -> None:
     apply_policy()
 
 
-def tensorflow_loader():
-    """A QThread that imports TensorFlow and sets the precision policy (:func:`_import_tensorflow`).
-
-    It then emits ``ready(seconds)``, or ``failed(error)``.
-    """
-    from PySide6.QtCore import QThread, Signal
-
-    class TensorFlowLoader(QThread):
-        ready = Signal(float)
-        failed = Signal(object)
-
-        def run(self) -> None:
-            started = time.perf_counter()
-            try:
-                _import_tensorflow()
-            except Exception as error:  # shown in the error dialog; the data page still works
-                self.failed.emit(error)
-            else:
-                self.ready.emit(time.perf_counter() - started)
-
-    return TensorFlowLoader()
+def load_tensorflow(on_event=None, should_stop=None) -> float:
+    """Import TensorFlow (:func:`_import_tensorflow`) in a worker; the seconds it took."""
+    started = time.perf_counter()
+    _import_tensorflow()
+    return time.perf_counter() - started
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tlstudio.gui import errors
     from tlstudio.gui.main_window import MainWindow
-    from tlstudio.gui.workers import stop_all
+    from tlstudio.gui.workers import JobKind, run_in_thread, stop_all
 
     window = MainWindow()
     errors.install(window)
@@ -178,10 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if project:
         window.open_project(project)
 
-    loader = tensorflow_loader()
-    loader.ready.connect(lambda _seconds: window.state.set_tensorflow_ready(True))
-    loader.failed.connect(window.tensorflow_failed)
-    loader.start()
+    loader = run_in_thread(
+        load_tensorflow, on_done=lambda _seconds: window.state.set_tensorflow_ready(True),
+        on_error=window.tensorflow_failed, name="loading TensorFlow", kind=JobKind.TENSORFLOW,
+    )
     app.aboutToQuit.connect(lambda: stop_all(30_000))
     try:
         return app.exec()

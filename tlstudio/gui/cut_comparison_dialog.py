@@ -213,7 +213,7 @@ class CutComparisonDialog(QDialog):
         self.job = workers.run_in_thread(
             compare_cuts, model, dataset, self.checked_tensors(), int(size), preprocessing_mode(self.state.recipe.base),
             on_event=self._on_event, on_done=self._on_done, on_error=self._on_error, on_cancel=self._on_cancelled,
-            name="cut comparison",
+            name="cut comparison", kind=workers.JobKind.CUT_COMPARISON,
         )
         self.job.finished.connect(self._on_finished)
         self._update_buttons()

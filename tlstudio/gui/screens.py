@@ -1,13 +1,15 @@
 """Screenshots of every page on a small generated project: ``python -m tlstudio.gui.screens OUT_DIR``.
 
-It writes generated class folders and a tiny VGG-shaped model file (the user's
-"own model", 32x32 input) to a temporary folder, opens the main window, drops
-the folders on the Data page, lets the Model page build the base model, trains
-briefly through the Train page's Start, waits for the Evaluate page and exports
-through the Export page, saving a PNG of the window on each page into
-``OUT_DIR``: ``1-data.png``, ``2-model.png``, ``3-train.png``,
-``4-evaluate.png`` and ``5-export.png``. Without a display it runs offscreen.
-Runs and exports go to the temporary folder, which is removed at the end.
+It writes photo-like generated landscapes (:mod:`tlstudio.core.data.scenes`,
+four classes, with an unreadable file and a duplicate) to a temporary folder,
+opens the main window at its default size (1280×820) as a new user would, on
+EfficientNet-Lite0 (its weights ship with the app), drops the folders on the
+Data page, lets the Model page load the base model, trains briefly through the
+Train page's Start, waits for the Evaluate page, exports through the Export
+page, predicts a few images on the Predict page and lists the run on the Runs
+page, saving a PNG of the window on each page into ``OUT_DIR``:
+``1-data.png`` … ``7-runs.png``. Without a display it runs offscreen. Runs and
+exports go to the temporary folder, which is removed at the end.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-WINDOW_SIZE = (1320, 860)
+WINDOW_SIZE = (1280, 820)
+INPUT_SIZE = 128
+"""Lite0's input here: small enough to train in seconds on a CPU."""
 
 
 def _wait(app, condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -52,19 +56,16 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     from tlstudio.gui.app import create_application
 
     app = create_application()
+    from tlstudio.core.data.scenes import make_scene_folders
     from tlstudio.core.spec.recipe import BaseSpec, HeadSpec, Recipe, TrainSpec
-    from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
     from tlstudio.gui import errors
     from tlstudio.gui.main_window import MainWindow
     from tlstudio.gui.workers import stop_all
 
-    images = make_sample_folders(work / "shapes", classes=("circles", "squares", "stripes", "triangles"),
-                                 per_class=30, size=64)
-    (images / "circles" / "notes.txt").write_text("not an image")
-    (images / "squares" / "empty.jpg").write_bytes(b"")
-    (images / "stripes" / "copy.png").write_bytes((images / "stripes" / "stripes_000.png").read_bytes())
-    model_file = work / "my_vgg.keras"
-    make_tiny_vgg(input_size=32).save(model_file)
+    images = make_scene_folders(work / "landscapes", per_class=30, size=160)
+    (images / "beach" / "notes.txt").write_text("not an image")
+    (images / "forest" / "empty.jpg").write_bytes(b"")
+    (images / "snow" / "copy.jpg").write_bytes((images / "snow" / "snow_000.jpg").read_bytes())
 
     window = MainWindow(settings=QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat))
     errors.install(window)
@@ -72,11 +73,11 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     window.show()
     state = window.state
     state.set_recipe(Recipe(
-        base=BaseSpec(name="file", model_file=str(model_file), input_size=32),
-        head=HeadSpec(hidden_units=(32,), dropout=0.2),
-        training=TrainSpec(epochs=epochs, batch_size=8, learning_rate=3e-3, early_stopping_patience=0),
+        base=BaseSpec(name="efficientnet-lite0", input_size=INPUT_SIZE),
+        head=HeadSpec(hidden_units=(64,), dropout=0.2),
+        training=TrainSpec(epochs=epochs, batch_size=16, learning_rate=3e-3, early_stopping_patience=0),
     ))
-    state.save(work / "shapes-project.json")
+    state.save(work / "landscapes.json")
 
     import keras  # noqa: F401  the app imports it in the background; here the pages simply wait for it
 
@@ -91,7 +92,8 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     saved.append(_grab(window, out, 1, "Data"))
 
     window.show_page("Model")
-    window.pages["Model"].load_base_model()
+    if state.base_model is None and window.pages["Model"].base_panel.build_job is None:
+        window.pages["Model"].load_base_model()
     _wait(app, lambda: state.base_model is not None, 120, "the Model page to build the base model")
     _settle(app, 3.0)
     saved.append(_grab(window, out, 2, "Model"))
@@ -114,13 +116,29 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
 
     export_page = window.pages["Export"]
     window.show_page("Export")
-    export_page.destination_edit.setText(str(work / "exports" / "shapes-classifier"))
+    export_page.destination_edit.setText(str(work / "exports" / "landscapes-classifier"))
     finished = []
     export_page.export_finished.connect(finished.append)
     export_page.start_export()
     _wait(app, lambda: bool(finished) and export_page.export_button.isEnabled(), 600, "the export")
     _settle(app, 1.0)
     saved.append(_grab(window, out, 5, "Export"))
+
+    predict_page = window.pages["Predict"]
+    window.show_page("Predict")
+    predicted = []
+    predict_page.predicted.connect(predicted.append)
+    predict_page.add_paths([str(images / name / f"{name}_{n:03d}.jpg") for n in (1, 2)
+                            for name in ("beach", "forest", "snow", "sunset")] + [str(images / "forest" / "empty.jpg")])
+    _wait(app, lambda: bool(predicted), 180, "the predictions")
+    _settle(app, 1.5)
+    saved.append(_grab(window, out, 6, "Predict"))
+
+    runs_page = window.pages["Runs"]
+    window.show_page("Runs")
+    runs_page.refresh()
+    _settle(app, 2.0)
+    saved.append(_grab(window, out, 7, "Runs"))
 
     state.save()
     window.close()

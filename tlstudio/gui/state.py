@@ -2,24 +2,44 @@
 
 Pages take a :class:`ProjectState` in their constructor, edit it through its
 methods and follow its signals, so a test can change the state and check that
-a page followed (napari's ``QtDims(dims)`` pattern).
+a page followed (napari's ``QtDims(dims)`` pattern). Each part of the recipe
+has its own signal (``data_changed``, ``base_changed``, ``cut_changed``,
+``head_changed``, ``training_changed``), emitted only when that part changed,
+so a widget re-syncs only what it shows; ``recipe_changed`` follows any change
+(for whatever shows the whole recipe).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
-from tlstudio.core.spec.recipe import Recipe, load_project, save_project
+from tlstudio.core.spec.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec, load_project, save_project
+
+if TYPE_CHECKING:  # TensorFlow is imported in the background; these are only names here
+    import keras
+
+    from tlstudio.core.data.dataset import Dataset
+    from tlstudio.core.train.training import RunResult
+
+SECTIONS = ("data", "base", "cut_tensor", "head", "training")
+"""The recipe's parts, each with its own signal."""
 
 
 class ProjectState(QObject):
     """The recipe being edited, the scanned dataset, the base model and the last run."""
 
     recipe_changed = Signal(object)
+    """Any part of the recipe changed (the new :class:`Recipe`)."""
+    data_changed = Signal(DataSpec)
+    base_changed = Signal(BaseSpec)
+    cut_changed = Signal(object)
+    """The cut tensor's name, or None for the base model's default."""
+    head_changed = Signal(HeadSpec)
+    training_changed = Signal(TrainSpec)
     dataset_changed = Signal(object)
     base_model_changed = Signal(object)
     run_finished = Signal(object)
@@ -32,9 +52,9 @@ class ProjectState(QObject):
     def __init__(self, recipe: Recipe | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._recipe = recipe or Recipe()
-        self._dataset: Any = None
-        self._base_model: Any = None
-        self._last_run: Any = None
+        self._dataset: Dataset | None = None
+        self._base_model: keras.Model | None = None
+        self._last_run: RunResult | None = None
         self._path: Path | None = None
         self._dirty = False
         self._tensorflow_ready = False
@@ -44,17 +64,17 @@ class ProjectState(QObject):
         return self._recipe
 
     @property
-    def dataset(self) -> Any:
+    def dataset(self) -> Dataset | None:
         """The last :class:`tlstudio.core.data.dataset.Dataset` scanned from the recipe's folders, or None."""
         return self._dataset
 
     @property
-    def base_model(self) -> Any:
+    def base_model(self) -> keras.Model | None:
         """The built base model (a Keras model) for ``recipe.base``, or None until built."""
         return self._base_model
 
     @property
-    def last_run(self) -> Any:
+    def last_run(self) -> RunResult | None:
         """The :class:`tlstudio.core.train.training.RunResult` of the last finished training, or None."""
         return self._last_run
 
@@ -86,9 +106,14 @@ class ProjectState(QObject):
         """Replace the whole recipe; marks the project as changed."""
         if recipe == self._recipe:
             return
-        self._recipe = recipe
-        self.recipe_changed.emit(recipe)
+        old, self._recipe = self._recipe, recipe
+        self._emit_sections(old)
         self._set_dirty(True)
+
+    def set_starting_recipe(self, recipe: Recipe) -> None:
+        """Replace the recipe of a project nobody has changed yet, without marking it changed."""
+        old, self._recipe = self._recipe, recipe
+        self._emit_sections(old)
 
     def update(self, section: str | None = None, **changes: Any) -> None:
         """Change some fields, of the recipe itself or of one section.
@@ -103,15 +128,25 @@ class ProjectState(QObject):
         current = getattr(self._recipe, section)
         self.set_recipe(self._recipe.replace(**{section: dataclasses.replace(current, **changes)}))
 
-    def set_dataset(self, dataset: Any) -> None:
+    def _emit_sections(self, old: Recipe | None) -> None:
+        """Emit the signal of each part that differs from ``old`` (all of them when None), then recipe_changed."""
+        signals = {"data": self.data_changed, "base": self.base_changed, "cut_tensor": self.cut_changed,
+                   "head": self.head_changed, "training": self.training_changed}
+        for section in SECTIONS:
+            value = getattr(self._recipe, section)
+            if old is None or getattr(old, section) != value:
+                signals[section].emit(value)
+        self.recipe_changed.emit(self._recipe)
+
+    def set_dataset(self, dataset: Dataset | None) -> None:
         self._dataset = dataset
         self.dataset_changed.emit(dataset)
 
-    def set_base_model(self, model: Any) -> None:
+    def set_base_model(self, model: keras.Model | None) -> None:
         self._base_model = model
         self.base_model_changed.emit(model)
 
-    def set_last_run(self, result: Any) -> None:
+    def set_last_run(self, result: RunResult | None) -> None:
         self._last_run = result
         self.run_finished.emit(result)
 
@@ -122,7 +157,7 @@ class ProjectState(QObject):
         self._recipe = recipe
         self.set_dataset(None)
         self.set_base_model(None)
-        self.recipe_changed.emit(recipe)
+        self._emit_sections(None)
         self.path_changed.emit(self._path)
         self._set_dirty(False)
 
@@ -145,7 +180,7 @@ class ProjectState(QObject):
         self.set_dataset(None)
         self.set_base_model(None)
         self._last_run = None
-        self.recipe_changed.emit(self._recipe)
+        self._emit_sections(None)
         self.path_changed.emit(None)
         self._set_dirty(False)
 

@@ -14,6 +14,7 @@ in the GUI thread, so every callback runs there.
 from __future__ import annotations
 
 import atexit
+import enum
 import threading
 from typing import Any, Callable
 
@@ -23,6 +24,31 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from tlstudio.core.spec.errors import Cancelled
 
 _active: set["WorkerHandle"] = set()
+
+
+class JobKind(enum.Enum):
+    """What a worker does, so the window can ask "is training running?" without matching names."""
+
+    TRAINING = "training"
+    EXPORT = "export"
+    WEIGHTS = "weights"
+    BASE_MODEL = "base model"
+    SUMMARY = "model summary"
+    SCAN = "scan"
+    EVALUATION = "evaluation"
+    PREDICTION = "prediction"
+    EXPLAIN = "explain"
+    CUT_COMPARISON = "cut comparison"
+    DEVICES = "devices"
+    RUNS = "runs"
+    CACHE = "feature cache"
+    TENSORFLOW = "tensorflow import"
+    OTHER = "work"
+
+    @property
+    def important(self) -> bool:
+        """Work the user would lose by quitting (asked about before it is stopped)."""
+        return self in (JobKind.TRAINING, JobKind.EXPORT)
 
 
 class _Worker(QObject):
@@ -72,9 +98,10 @@ class WorkerHandle(QObject):
     cancelled = Signal()
     finished = Signal()
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, name: str) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple, name: str, kind: JobKind = JobKind.OTHER) -> None:
         super().__init__()
         self.name = name
+        self.kind = kind
         self._stop = threading.Event()
         self._finished = False
         self.thread = QThread()
@@ -147,16 +174,17 @@ def run_in_thread(
     on_error: Callable[[BaseException], None] | None = None,
     on_cancel: Callable[[], None] | None = None,
     name: str | None = None,
+    kind: JobKind = JobKind.OTHER,
 ) -> WorkerHandle:
     """Start ``fn(*args, on_event=…, should_stop=…)`` in a new thread; call from the GUI thread.
 
     ``on_event``, ``on_done``, ``on_error`` and ``on_cancel`` run in the GUI
     thread. Without ``on_error`` a failure goes to the app's single error dialog
     (:func:`tlstudio.gui.errors.report`). ``name`` labels the work ("training")
-    for messages such as the one asking whether to stop it on quit; it defaults
-    to the function's name.
+    for messages; it defaults to the function's name. ``kind`` says what the
+    work is, for questions such as :func:`running` ("is training running?").
     """
-    handle = WorkerHandle(fn, args, name or getattr(fn, "__name__", "work"))
+    handle = WorkerHandle(fn, args, name or getattr(fn, "__name__", "work"), kind)
     if on_event is not None:
         handle.event.connect(on_event)
     if on_done is not None:
@@ -176,6 +204,11 @@ def run_in_thread(
 def active_workers() -> list[WorkerHandle]:
     """The workers whose threads are still running."""
     return [handle for handle in _active if not handle.is_finished()]
+
+
+def running(kind: JobKind) -> bool:
+    """True while a worker of this kind is running."""
+    return any(handle.kind is kind for handle in active_workers())
 
 
 def stop_all(timeout_ms: int = 30_000) -> bool:

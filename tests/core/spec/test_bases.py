@@ -40,10 +40,10 @@ def test_the_top_input_rule_comes_from_the_registry():
 def test_the_app_menu_is_built_from_the_registry():
     assert bases.menu_choices() == (
         ("VGG16", "vgg16", False),
-        ("VGG16 with its fully-connected top (fc1, fc2)", "vgg16", True),
+        ("VGG16 with fc1, fc2", "vgg16", True),
         ("VGG19", "vgg19", False),
-        ("VGG19 with its fully-connected top (fc1, fc2)", "vgg19", True),
-        ("EfficientNet-Lite0 (weights included, works offline)", "efficientnet-lite0", False),
+        ("VGG19 with fc1, fc2", "vgg19", True),
+        ("EfficientNet-Lite0 (offline)", "efficientnet-lite0", False),
         ("Open model file…", "file", False),
     )
 

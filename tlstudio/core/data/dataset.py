@@ -298,7 +298,7 @@ def apply_corrections(dataset: Dataset, spec: DataSpec, on_event: OnEvent = igno
     relabelled = dataclasses.replace(
         dataset, train=corrected(dataset.train), val=corrected(dataset.val), test=corrected(dataset.test)
     )
-    return _without(relabelled, failures)
+    return without_files(relabelled, failures)
 
 
 
@@ -421,3 +421,36 @@ def _warn_cross_split_duplicates(
 def _names(names: Iterable[str]) -> str:
     """Class names quoted and joined for a message."""
     return ", ".join(repr(name) for name in names)
+
+
+def without_files(dataset: Dataset, failures: dict[str, str]) -> Dataset:
+    """``dataset`` minus the files in ``failures``, which join ``skipped``; labels renumbered."""
+    kept = {
+        split: [item for item in items if item.path not in failures]
+        for split, items in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test))
+    }
+    used = sorted({dataset.classes[item.label] for items in kept.values() for item in items})
+    labels = {name: label for label, name in enumerate(used)}
+
+    def relabel(items: list[ImageItem]) -> tuple[ImageItem, ...]:
+        return tuple(ImageItem(i.path, labels[dataset.classes[i.label]], i.size_bytes) for i in items)
+
+    emptied = [name for name in dataset.classes if name not in labels]
+    skipped = [*dataset.skipped, *(SkippedFile(path, reason) for path, reason in failures.items())]
+    duplicates = []
+    for group in dataset.duplicates:
+        remaining = tuple(path for path in group if path not in failures)
+        if len(remaining) > 1:
+            duplicates.append(remaining)
+    return Dataset(
+        classes=tuple(used),
+        train=relabel(kept["train"]),
+        val=relabel(kept["val"]),
+        test=relabel(kept["test"]),
+        skipped=tuple(sorted(skipped, key=lambda s: s.path)),
+        empty_classes=tuple(sorted({*dataset.empty_classes, *emptied})),
+        excluded_classes=dataset.excluded_classes,
+        duplicates=tuple(duplicates),
+        layout=dataset.layout,
+        class_sources=dataset.class_sources,
+    )

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from tlstudio.core.data import images
-from tlstudio.core.data.dataset import Dataset, ImageItem, SkippedFile
+from tlstudio.core.data.dataset import Dataset, SkippedFile, without_files
 from tlstudio.core.data.scanning import PROGRESS_EVERY
 from tlstudio.core.spec.errors import Cancelled, ImageError
 from tlstudio.core.spec.events import OnEvent, Progress, ShouldStop, ignore_event, never_stop
@@ -98,7 +98,7 @@ def verify_images(
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     bad = tuple(SkippedFile(path, failures[path]) for path in sorted(failures))
-    return VerifyReport(len(paths), bad, _without(dataset, failures) if failures else dataset)
+    return VerifyReport(len(paths), bad, without_files(dataset, failures) if failures else dataset)
 
 
 def verify_dataset(
@@ -125,37 +125,3 @@ def _decode_reason(path: str, should_stop: ShouldStop = never_stop) -> str | Non
     except MemoryError:
         return "too large to decode (out of memory)"
     return None
-
-
-def _without(dataset: Dataset, failures: dict[str, str]) -> Dataset:
-    """``dataset`` minus the files in ``failures``, which join ``skipped``; labels renumbered."""
-    kept = {
-        split: [item for item in items if item.path not in failures]
-        for split, items in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test))
-    }
-    used = sorted({dataset.classes[item.label] for items in kept.values() for item in items})
-    labels = {name: label for label, name in enumerate(used)}
-
-    def relabel(items: list[ImageItem]) -> tuple[ImageItem, ...]:
-        return tuple(ImageItem(i.path, labels[dataset.classes[i.label]], i.size_bytes) for i in items)
-
-    emptied = [name for name in dataset.classes if name not in labels]
-    skipped = [*dataset.skipped, *(SkippedFile(path, reason) for path, reason in failures.items())]
-    duplicates = []
-    for group in dataset.duplicates:
-        remaining = tuple(path for path in group if path not in failures)
-        if len(remaining) > 1:
-            duplicates.append(remaining)
-    return Dataset(
-        classes=tuple(used),
-        train=relabel(kept["train"]),
-        val=relabel(kept["val"]),
-        test=relabel(kept["test"]),
-        skipped=tuple(sorted(skipped, key=lambda s: s.path)),
-        empty_classes=tuple(sorted({*dataset.empty_classes, *emptied})),
-        excluded_classes=dataset.excluded_classes,
-        duplicates=tuple(duplicates),
-        layout=dataset.layout,
-        class_sources=dataset.class_sources,
-    )
-

@@ -105,10 +105,10 @@ def menu_choices() -> tuple[tuple[str, str, bool], ...]:
         if info.builder == "file":
             choices.append(("Open model file…", info.name, False))
             continue
-        label = info.label + (" (weights included, works offline)" if info.weights == "bundled" else "")
+        label = info.label + (" (offline)" if info.weights == "bundled" else "")
         choices.append((label, info.name, False))
         if info.has_top_choice:
-            choices.append((f"{info.label} with its fully-connected top (fc1, fc2)", info.name, True))
+            choices.append((f"{info.label} with fc1, fc2", info.name, True))
     return tuple(choices)
 
 

@@ -50,9 +50,22 @@ from tlstudio.gui.widgets.thumbnails import PATH_ROLE, ThumbnailGrid
 from tlstudio.gui.widgets.verify_bar import VerifyBar
 from tlstudio.gui.workers import WorkerHandle, run_in_thread
 
+from tlstudio.gui.words import counted
+from tlstudio.gui.workers import JobKind
+
+VAL_TIP = (
+    "The share of each class held out for validation: images the model never trains on, used to measure "
+    "honestly how well it does. 20 % suits most datasets; with very few images, 10–15 %."
+)
+SEED_TIP = (
+    "The split is random but reproducible: the same seed always puts the same images in validation. "
+    "Change it to check that results do not depend on one lucky split."
+)
+SPLIT_GIVEN_TIP = "Your folders already have train/ and val/ (and test/): that split is used as it is."
 LAYOUT_NAMES = {
     "class-folders": "one folder with a sub-folder per class",
     "split-folders": "a folder with train/ and val/",
+    "split-folders-test": "a folder with train/, val/ and test/",
     "folder-per-class": "one folder per class",
 }
 
@@ -80,9 +93,9 @@ class DataPage(QWidget):
         self._rescan_timer = QTimer(self, singleShot=True, interval=250)
         self._rescan_timer.timeout.connect(self._rescan_if_changed)
         self._build()
-        state.recipe_changed.connect(self._on_recipe_changed)
+        state.data_changed.connect(self._on_data_changed)
         state.dataset_changed.connect(self._show_dataset)
-        self._on_recipe_changed(state.recipe)
+        self._on_data_changed(state.recipe.data)
         self._show_dataset(state.dataset)
 
     # ----- building -----
@@ -112,17 +125,11 @@ class DataPage(QWidget):
         self.val_spin.setRange(5, 50)
         self.val_spin.setSingleStep(5)
         self.val_spin.setSuffix(" %")
-        self.val_spin.setToolTip(
-            "The share of each class held out for validation: images the model never trains on, used to measure "
-            "honestly how well it does. 20 % suits most datasets; with very few images, 10–15 %."
-        )
+        self.val_spin.setToolTip(VAL_TIP)
         self.val_spin.valueChanged.connect(lambda v: self._update_split(val_fraction=v / 100))
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2_147_483_647)
-        self.seed_spin.setToolTip(
-            "The split is random but reproducible: the same seed always puts the same images in validation. "
-            "Change it to check that results do not depend on one lucky split."
-        )
+        self.seed_spin.setToolTip(SEED_TIP)
         self.seed_spin.valueChanged.connect(lambda v: self._update_split(seed=v))
         split_box = QGroupBox("Validation split")
         split_box.setWhatsThis(self.val_spin.toolTip())
@@ -154,8 +161,8 @@ class DataPage(QWidget):
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
 
-        self.class_table = QTableWidget(0, 4)
-        self.class_table.setHorizontalHeaderLabels(["Use", "Class", "Train", "Val"])
+        self.class_table = QTableWidget(0, 5)
+        self.class_table.setHorizontalHeaderLabels(["Use", "Class", "Train", "Val", "Test"])
         self.class_table.horizontalHeaderItem(0).setToolTip(
             "Untick a class to leave it out of training (its folder stays as it is)")
         self.class_table.verticalHeader().setVisible(False)
@@ -190,7 +197,8 @@ class DataPage(QWidget):
         self.problems_table.setRootIsDecorated(False)
         self.problems_table.setToolTip("Files that are not used, with the reason. Double-click to show the file "
                                        "in your file manager.")
-        self.problems_table.itemDoubleClicked.connect(lambda item, _col: reveal_in_file_manager(item.toolTip(0)))
+        self.problems_table.itemDoubleClicked.connect(
+            lambda item, _col: item.toolTip(0) and reveal_in_file_manager(item.toolTip(0)))
         self.duplicates_tree = QTreeWidget()
         self.duplicates_tree.setHeaderLabels(["Byte-identical files"])
         self.duplicates_tree.setToolTip("Copies of the same file. Each group is kept on one side of the split, so "
@@ -303,7 +311,7 @@ class DataPage(QWidget):
             on_event=self._on_event,
             on_done=self._scan_done,
             on_error=self._scan_failed,
-            name="scan",
+            name="scan", kind=JobKind.SCAN,
         )
         self._handle.finished.connect(self._scan_ended)
 
@@ -353,8 +361,7 @@ class DataPage(QWidget):
 
     # ----- following the state -----
 
-    def _on_recipe_changed(self, recipe) -> None:
-        data = recipe.data
+    def _on_data_changed(self, data: DataSpec) -> None:
         for spin, value in ((self.val_spin, round(data.val_fraction * 100)), (self.seed_spin, data.seed)):
             spin.blockSignals(True)
             spin.setValue(value)
@@ -401,12 +408,12 @@ class DataPage(QWidget):
                 label = QTableWidgetItem(name)
                 if excluded:
                     known = self._known_counts.get(name)
-                    counts = ("excluded", "" if known is None else f"({known})")
+                    counts = ("excluded", "" if known is None else f"({known})", "")
                 elif name in dataset.empty_classes:
-                    counts = ("0", "0")
+                    counts = ("0", "0", "0")
                     label.setToolTip("No usable images in this class folder")
                 else:
-                    counts = (str(per_split["train"].get(name, 0)), str(per_split["val"].get(name, 0)))
+                    counts = tuple(str(per_split[split].get(name, 0)) for split in ("train", "val", "test"))
                 folders = dataset.class_folders.get(name, ())
                 label.setToolTip("\n".join(folders) or name)
                 table.setItem(row, 1, label)
@@ -415,8 +422,9 @@ class DataPage(QWidget):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                     table.setItem(row, column, item)
                 if excluded or name in dataset.empty_classes:
-                    for column in range(1, 4):
+                    for column in range(1, 5):
                         table.item(row, column).setForeground(self.palette().placeholderText())
+        table.setColumnHidden(4, dataset is None or not dataset.test)
         table.blockSignals(False)
 
     def _on_class_item_changed(self, item: QTableWidgetItem) -> None:
@@ -448,6 +456,8 @@ class DataPage(QWidget):
             item.setToolTip(1, entry.reason)
             self.problems_table.addTopLevelItem(item)
         self.problems_table.resizeColumnToContents(0)
+        if not skipped and dataset is not None:
+            self.problems_table.addTopLevelItem(QTreeWidgetItem(["No problems found", ""]))
         self.tabs.setTabText(1, f"Problems ({len(skipped)})" if skipped else "Problems")
 
     def _fill_duplicates(self, dataset: Dataset | None) -> None:
@@ -460,6 +470,8 @@ class DataPage(QWidget):
                 child.setToolTip(0, path)
                 parent.addChild(child)
             self.duplicates_tree.addTopLevelItem(parent)
+        if not groups and dataset is not None:
+            self.duplicates_tree.addTopLevelItem(QTreeWidgetItem(["No duplicates"]))
         self.tabs.setTabText(2, f"Duplicates ({len(groups)})" if groups else "Duplicates")
 
     def _fill_filter(self, dataset: Dataset | None) -> None:
@@ -496,26 +508,31 @@ class DataPage(QWidget):
         self.thumbnails.set_items(items)
         self.thumbnails.scrollTo(self.thumbnails.model().index(0, 0) if items else QModelIndex())
 
+    def _show_split_given(self, given: bool) -> None:
+        """Held out and Seed do nothing when the folders already give the split: disable them and say why."""
+        for spin in (self.val_spin, self.seed_spin):
+            spin.setEnabled(not given)
+        self.val_spin.setToolTip(SPLIT_GIVEN_TIP if given else VAL_TIP)
+        self.seed_spin.setToolTip(SPLIT_GIVEN_TIP if given else SEED_TIP)
+
     def _update_summary(self, dataset: Dataset | None) -> None:
         if dataset is None:
             self.summary_label.setText("No images yet: drop a folder above, or use “Add folder…”.")
             self.warnings_label.setVisible(False)
-            self.val_spin.setEnabled(True)
+            self._show_split_given(False)
             return
         usable = len(dataset.train) + len(dataset.val) + len(dataset.test)
         parts = [
-            f"<b>{len(dataset.classes)} classes</b>",
-            f"<b>{usable} images</b> ({len(dataset.train)} train · {len(dataset.val)} validation"
+            f"<b>{counted(len(dataset.classes), 'class')}</b>",
+            f"<b>{counted(usable, 'image')}</b> ({len(dataset.train)} train · {len(dataset.val)} validation"
             + (f" · {len(dataset.test)} test" if dataset.test else "") + ")",
         ]
         if dataset.skipped:
-            parts.append(f"{len(dataset.skipped)} files skipped (see Problems)")
-        parts.append(f"layout: {LAYOUT_NAMES.get(dataset.layout, dataset.layout)}")
+            parts.append(f"{counted(len(dataset.skipped), 'file')} skipped (see Problems)")
+        layout = "split-folders-test" if dataset.layout == "split-folders" and dataset.test else dataset.layout
+        parts.append(f"layout: {LAYOUT_NAMES.get(layout, layout)}")
         self.summary_label.setText("  ·  ".join(parts))
-        split_given = dataset.layout == "split-folders" and bool(dataset.val)
-        self.val_spin.setEnabled(not split_given)
-        if split_given:
-            self.val_spin.setToolTip("Your folders already have train/ and val/: that split is used as it is.")
+        self._show_split_given(dataset.layout == "split-folders" and bool(dataset.val))
         warnings = []
         if dataset.classes or dataset.excluded_classes:
             warnings.extend(dataset.problems())

@@ -41,6 +41,7 @@ from tlstudio.core.use import evaluation as core_evaluation
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import Progress
 from tlstudio.gui import workers
+from tlstudio.gui.words import counted
 from tlstudio.gui.pages.explain_panel import ExplainPanel
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.confusion_matrix import ConfusionMatrixView
@@ -252,6 +253,7 @@ class EvaluatePage(QWidget):
         job = workers.run_in_thread(
             evaluation_for, self._run_dir, self.split(), self.top_k_spin.value(), reuse, self._dataset_for_run(),
             on_event=self._on_event, on_done=self._on_done, on_error=self._on_error, name="evaluation",
+            kind=workers.JobKind.EVALUATION,
         )
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job
@@ -318,7 +320,7 @@ class EvaluatePage(QWidget):
             f"mean loss {evaluation.loss:.3f}" if not math.isnan(evaluation.loss) else "",
         ]
         if evaluation.skipped:
-            details.append(f"{len(evaluation.skipped)} unreadable image(s) left out")
+            details.append(f"{counted(len(evaluation.skipped), 'unreadable image')} left out")
         self.details_label.setText(" · ".join(d for d in details if d))
         self.details_label.setToolTip("\n".join(f"{s.path}: {s.reason}" for s in evaluation.skipped))
         run = Path(evaluation.run) if evaluation.run else self._run_dir

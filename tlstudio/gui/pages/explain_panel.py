@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.spec.errors import TensorNameError
+from tlstudio.core.spec.errors import TensorNameError, UserError
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import local_paths
@@ -216,7 +216,14 @@ class ExplainPanel(QWidget):
         layout.addLayout(controls)
         layout.addWidget(self.image_label)
         layout.addLayout(grid, 1)
-        layout.addWidget(self.message)
+        message_row = QHBoxLayout()
+        message_row.addWidget(self.message, 1)
+        self.suggestion_button = QPushButton()
+        self.suggestion_button.setObjectName("explainSuggestion")
+        self.suggestion_button.setVisible(False)
+        self.suggestion_button.clicked.connect(self._use_suggestion)
+        message_row.addWidget(self.suggestion_button)
+        layout.addLayout(message_row)
         self._update_enabled()
 
     # ----- what to explain ----------------------------------------------------------------------------------
@@ -305,7 +312,8 @@ class ExplainPanel(QWidget):
     def _start(self, fn, *args, on_done, busy: str) -> None:
         self.message.setText(busy)
         self.state.busy.emit(busy)
-        job = workers.run_in_thread(fn, *args, on_done=on_done, on_error=self._on_error, name="explain")
+        job = workers.run_in_thread(fn, *args, on_done=on_done, on_error=self._on_error, name="explain",
+                                    kind=workers.JobKind.EXPLAIN)
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job
         self._update_enabled()
@@ -336,6 +344,7 @@ class ExplainPanel(QWidget):
         self.maps_caption.setText(
             f"<b>Activations</b> of {tensor}: {channels} maps of {height} × {width}{strongest}"
         )
+        self.suggestion_button.setVisible(False)
         self.message.setText(
             "Red areas raised the class's score most. Change the tensor to compare an early (sharp, local) "
             "and a late (coarse, whole-object) view."
@@ -343,9 +352,21 @@ class ExplainPanel(QWidget):
         self.explained.emit(explanation)
 
     def _on_error(self, error: BaseException) -> None:
+        """A user mistake (a tensor name) is said here once, with a "Use …" fix; a bug goes to the dialog."""
         self.message.setText(f"<span style='color:{ERROR_COLOUR}'>{html.escape(str(error))}</span>")
-        self.state.error.emit(error)
+        suggestions = getattr(error, "suggestions", ()) if isinstance(error, TensorNameError) else ()
+        self.suggestion_button.setVisible(bool(suggestions))
+        if suggestions:
+            self.suggestion_button.setText(f"Use {suggestions[0]}")
+            self.suggestion_button.setProperty("tensor", suggestions[0])
+        if not isinstance(error, UserError):
+            self.state.error.emit(error)
         self.failed.emit(error)
+
+    def _use_suggestion(self) -> None:
+        self.suggestion_button.setVisible(False)
+        self.tensor_combo.setCurrentText(self.suggestion_button.property("tensor"))
+        self.explain()
 
     def _on_finished(self, job: workers.WorkerHandle) -> None:
         if self.job is not job:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -36,11 +36,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.spec.errors import ExportError
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.use.export import DEFAULT_FORMATS, FORMATS, ExportReport, export_run
 from tlstudio.gui.errors import show_error
 from tlstudio.gui.state import ProjectState
-from tlstudio.gui.workers import WorkerHandle, run_in_thread
+from tlstudio.gui.workers import JobKind, WorkerHandle, run_in_thread
 
 FORMAT_INFO = {
     "keras": ("Keras (.keras)", "The Keras 3 model: load it in Python with keras.saving.load_model()."),
@@ -59,6 +60,8 @@ FORMAT_INFO = {
 def default_destination(run_dir: Path) -> Path:
     """Where an export of ``run_dir`` goes unless the user chooses another folder."""
     return Path.home() / "TL Studio exports" / run_dir.name
+
+REPLACE_LABEL = "Replace the folder if it exists"
 
 
 class ExportPage(QWidget):
@@ -125,7 +128,7 @@ class ExportPage(QWidget):
         self.destination_edit.textChanged.connect(lambda _text: self._update_enabled())
         self.browse_button = QPushButton("Choose…")
         self.browse_button.clicked.connect(self.choose_destination)
-        self.overwrite_box = QCheckBox("Replace the folder if it exists")
+        self.overwrite_box = QCheckBox(REPLACE_LABEL)
         self.overwrite_box.setToolTip("Only an empty folder or an earlier TL Studio export is ever replaced")
         destination_layout = QGridLayout(destination_box)
         destination_layout.addWidget(self.destination_edit, 0, 0)
@@ -308,7 +311,7 @@ class ExportPage(QWidget):
             on_done=self._on_done,
             on_error=self._on_error,
             on_cancel=self._on_cancelled,
-            name="export",
+            name="export", kind=JobKind.EXPORT,
         )
         self._handle.finished.connect(self._on_ended)
         self._update_enabled()
@@ -334,8 +337,24 @@ class ExportPage(QWidget):
         self.export_finished.emit(report)
 
     def _on_error(self, error: BaseException) -> None:
-        show_error(self, error)
+        destination = Path(self.destination_edit.text().strip()).expanduser()
+        if isinstance(error, ExportError) and destination.exists() and not self.overwrite_box.isChecked():
+            # The engine's message names its own options (overwrite=True, --overwrite); say it with this page's.
+            error = ExportError(
+                f"The folder {destination.name!r} already exists.\n{destination}\n"
+                f"Tick “{REPLACE_LABEL}” to replace it (only an earlier TL Studio export is replaced), "
+                "or choose another folder."
+            )
+            show_error(self, error, actions=[("Replace it", self.replace_and_export),
+                                             ("Choose another folder…", self.choose_destination)])
+        else:
+            show_error(self, error)
         self.export_finished.emit(None)
+
+    def replace_and_export(self) -> None:
+        """Tick "Replace the folder if it exists" and export again (once the failed export has ended)."""
+        self.overwrite_box.setChecked(True)
+        QTimer.singleShot(0, self.start_export)
 
     def _on_cancelled(self) -> None:
         self.export_finished.emit(None)

@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
 
 from tlstudio.core.spec.events import Progress
 from tlstudio.gui import workers
+from tlstudio.gui.words import counted
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import local_paths
 from tlstudio.gui.widgets.thumbnails import ThumbnailLoader
@@ -57,6 +58,13 @@ BAR_HEIGHT = 18
 BAR_COLOUR = QColor(31, 119, 180)
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
 PREDICTION_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def summary_text(predictions: Sequence[Any]) -> str:
+    """``"4 images classified, 2 could not be read."`` over every image shown."""
+    unreadable = sum(1 for p in predictions if p.error)
+    text = f"{counted(len(predictions) - unreadable, 'image')} classified"
+    return text + (f", {unreadable} could not be read." if unreadable else ".")
 
 
 def predict_with(source: str, predictor: Any, paths: Sequence[str], top_k: int, on_event, should_stop):
@@ -334,6 +342,7 @@ class PredictPage(QWidget):
             predict_with, self.source, self.predictor, paths, self.top_k_spin.value(),
             on_event=self._on_event, on_done=lambda result, g=self._generation: self._on_done(result, g),
             on_error=lambda error, g=self._generation: self._on_error(error, g), name="prediction",
+            kind=workers.JobKind.PREDICTION,
         )
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job
@@ -349,10 +358,7 @@ class PredictPage(QWidget):
         predictor, predictions = result
         self.predictor = predictor
         self._add_rows(predictions)
-        readable = sum(1 for p in predictions if not p.error)
-        self.hint.setText(f"{len(self.predictions)} image(s) classified"
-                          + (f"; {len(predictions) - readable} could not be read." if readable < len(predictions)
-                             else ".") + " Drop more to add them.")
+        self.hint.setText(summary_text(self.predictions) + " Drop more to add them.")
         self.predicted.emit(predictions)
 
     def _on_error(self, error: BaseException, generation: int) -> None:

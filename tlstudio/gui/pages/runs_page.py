@@ -20,10 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QUrl, Signal
+from PySide6.QtCore import QItemSelectionModel, QSignalBlocker, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
@@ -37,13 +38,19 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.spec.bases import base_info
+from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import EpochEnded
+
 from tlstudio.core.train import runs as core_runs
+from tlstudio.core.train.run_notes import RunNotes, read_notes, write_notes
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.run_curves import RunCurves
 
-COLUMNS = ("Run", "Finished", "Base model", "Cut tensor", "Head", "Epochs", "Val accuracy", "Val loss", "Status")
+COLUMNS = ("Run", "Finished", "Base model", "Cut tensor", "Head", "Epochs", "Val accuracy", "Val loss", "Data",
+           "Classes", "Notes", "Status")
+TITLE_COLUMN, NOTES_COLUMN = 0, COLUMNS.index("Notes")
+ALL_DATA = "All data sets"
 
 
 def read_runs(root: str | None, on_event=None, should_stop=None) -> core_runs.RunListing:
@@ -56,6 +63,11 @@ def resume_run(path: Path, on_event=None, should_stop=None) -> Any:
     from tlstudio.core.train import training
 
     return training.resume(path, on_event=on_event, should_stop=should_stop)
+
+
+def data_summary(run: core_runs.Run) -> str:
+    """The run's image folders by name (``landscapes``, ``train + extra``), the data set it learnt from."""
+    return " + ".join(Path(folder).name for folder in run.recipe.data.folders) or "—"
 
 
 def base_summary(run: core_runs.Run) -> str:
@@ -144,7 +156,15 @@ class RunsPage(QWidget):
         self.table.setObjectName("runsTable")
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.SelectedClicked
+                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.table.setToolTip("Click a selected run's name or notes (or press F2) to edit them; they are saved "
+                              "in the run folder.")
+        self.table.itemChanged.connect(self._on_item_changed)
+        self.notes: dict[Path, RunNotes] = {}
+        self.data_filter = QComboBox()
+        self.data_filter.setToolTip("Show only the runs trained on one data set (their image folders).")
+        self.data_filter.currentIndexChanged.connect(lambda _: self._apply_filter())
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         header = self.table.horizontalHeader()
@@ -160,6 +180,7 @@ class RunsPage(QWidget):
 
         top = QHBoxLayout()
         top.addWidget(self.folder_label, 1)
+        top.addWidget(self.data_filter)
         top.addWidget(self.refresh_button)
         top.addWidget(self.choose_button)
         top.addWidget(self.folder_button)
@@ -196,7 +217,7 @@ class RunsPage(QWidget):
             return
         self.folder_label.setText(f"Reading runs in {html.escape(str(self.folder()))}…")
         job = workers.run_in_thread(read_runs, self.root, on_done=self.show_listing, on_error=self.state.error.emit,
-                                    name="listing runs")
+                                    name="listing runs", kind=workers.JobKind.RUNS)
         job.finished.connect(lambda j=job: self._on_finished(j))
         self.job = job
 
@@ -233,20 +254,27 @@ class RunsPage(QWidget):
             listed = "; ".join(f"{html.escape(b.name)} ({html.escape(b.reason)})" for b in self.broken[:5])
             text += f"<br><span style='color:#b35c00'>{len(self.broken)} broken run folder(s), not listed: {listed}</span>"
         self.folder_label.setText(text)
+        self.table.blockSignals(True)
         self.table.setRowCount(count)
         for row, run in enumerate(self.runs):
+            notes = self.notes[run.path] = read_notes(run.path)
             cells = (
-                run.name, _finished(run), base_summary(run), run.recipe.cut_tensor or "default",
+                notes.title or run.name, _finished(run), base_summary(run), run.recipe.cut_tensor or "default",
                 head_summary(run), epochs_summary(run), _metric(run.metrics.get("val_accuracy"), True),
-                _metric(run.metrics.get("val_loss"), False), run.state_text,
+                _metric(run.metrics.get("val_loss"), False), data_summary(run), str(len(run.classes)),
+                notes.notes.replace("\n", " "), run.state_text,
             )
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if 5 <= column < 8:
+                if 5 <= column <= 7 or column == COLUMNS.index("Classes"):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if column == 0:
-                    item.setToolTip(f"{run.path}\nClasses: {', '.join(run.classes)}")
+                if column not in (TITLE_COLUMN, NOTES_COLUMN):
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                if column == TITLE_COLUMN:
+                    item.setToolTip(f"{run.path}\nClasses: {', '.join(run.classes)}\nClick again to rename.")
                 self.table.setItem(row, column, item)
+        self.table.blockSignals(False)
+        self._fill_filter()
         self.table.clearSelection()
         for row, run in enumerate(self.runs):
             if run.path in selected:
@@ -255,6 +283,51 @@ class RunsPage(QWidget):
             self.table.selectRow(0)
         self._on_selection()
         self.runs_listed.emit(self.runs)
+
+    def _fill_filter(self) -> None:
+        current = self.data_filter.currentText()
+        blocker = QSignalBlocker(self.data_filter)
+        self.data_filter.clear()
+        self.data_filter.addItem(ALL_DATA)
+        self.data_filter.addItems(sorted({data_summary(run) for run in self.runs}))
+        self.data_filter.setCurrentIndex(max(0, self.data_filter.findText(current)))
+        del blocker
+        self._apply_filter()
+
+    def filter_data(self, data: str | None) -> None:
+        """Show only the runs trained on ``data`` (as in the Data column); None shows every run."""
+        self.data_filter.setCurrentIndex(max(0, self.data_filter.findText(data or ALL_DATA)))
+
+    def _apply_filter(self) -> None:
+        chosen = self.data_filter.currentText()
+        for row, run in enumerate(self.runs):
+            self.table.setRowHidden(row, chosen not in ("", ALL_DATA) and data_summary(run) != chosen)
+
+    def _on_item_changed(self, item: QTableWidgetItem) -> None:
+        """Save an edited title or notes in the run folder; a refused edit shows why and reverts."""
+        row, column = item.row(), item.column()
+        if column not in (TITLE_COLUMN, NOTES_COLUMN) or row >= len(self.runs):
+            return
+        run = self.runs[row]
+        old = self.notes.get(run.path, RunNotes())
+        text = item.text().strip()
+        try:
+            if column == TITLE_COLUMN:
+                new = RunNotes("" if text == run.name else text, old.notes)
+            else:
+                new = RunNotes(old.title, text)
+            write_notes(run.path, new)
+        except UserError as error:
+            self.table.blockSignals(True)
+            item.setText(old.title or run.name if column == TITLE_COLUMN else old.notes)
+            self.table.blockSignals(False)
+            self.state.error.emit(error)
+            return
+        self.notes[run.path] = new
+        if column == TITLE_COLUMN and not new.title:
+            self.table.blockSignals(True)
+            item.setText(run.name)
+            self.table.blockSignals(False)
 
     def _add_row_to_selection(self, row: int) -> None:
         index = self.table.model().index(row, 0)
@@ -320,7 +393,7 @@ class RunsPage(QWidget):
         self.state.busy.emit(f"Resuming {run.name}…")
         self.resume_job = workers.run_in_thread(
             resume_run, run.path, on_event=self._on_resume_event, on_done=self.state.set_last_run,
-            on_error=self.state.error.emit, name="resuming a run",
+            on_error=self.state.error.emit, name="resuming a run", kind=workers.JobKind.TRAINING,
         )
         self.resume_job.finished.connect(self._on_resume_finished)
         self.curves_title.setText(f"<b>Resuming {html.escape(run.name)}…</b>")

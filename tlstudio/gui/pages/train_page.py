@@ -34,12 +34,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.spec.errors import DataError, RecipeError
+from tlstudio.core.spec.errors import DataError, RecipeError, WeightsError
+from tlstudio.core.spec.recipe import BaseSpec
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
 from tlstudio.core.spec.text import duration_text
 from tlstudio.gui import workers
 from tlstudio.gui.health_panel import open_dialog
 from tlstudio.gui.lr_finder_dialog import LrFinderDialog
+from tlstudio.gui.errors import first_sentence, show_error
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.loss_plot import LossPlot
 
@@ -89,6 +91,25 @@ def detect_device(on_event=None, should_stop=None) -> str:
     from tlstudio.core.train.devices import device_badge
 
     return device_badge()
+
+
+def device_label(badge: str) -> tuple[str, str]:
+    """The engine's badge as (short label, reason): ``"CPU — no GPU found"`` and why, or the GPU as it is."""
+    if badge.startswith("CPU"):
+        reason = badge.partition("—")[2].strip()
+        return "CPU — no GPU found", reason
+    return badge, ""
+
+
+def finished_label(result) -> str:
+    """The full progress bar's text once training has ended: how it ended and the epoch whose weights were kept."""
+    if result.cancelled:
+        how = "Stopped"
+    elif result.stopped_early:
+        how = "Stopped early"
+    else:
+        how = "Finished"
+    return f"{how} — kept epoch {result.best_epoch}"
 
 
 class TrainPage(QWidget):
@@ -183,7 +204,7 @@ class TrainPage(QWidget):
         self._status_timer.timeout.connect(self._refresh_status)
         self._status_timer.start()
 
-        state.recipe_changed.connect(lambda _: self._sync_from_recipe())
+        state.training_changed.connect(lambda _: self._sync_from_recipe())
         self._sync_from_recipe()
         self._set_running(False)
         self._badge_job: workers.WorkerHandle | None = None
@@ -310,8 +331,17 @@ class TrainPage(QWidget):
         """Ask the engine for the device once TensorFlow has loaded (never two imports of it at once)."""
         if ready and self._badge_job is None:
             self._badge_job = workers.run_in_thread(
-                detect_device, on_done=self.badge.setText, on_error=self._on_badge_error, name="device detection"
+                detect_device, on_done=self.show_device, on_error=self._on_badge_error, name="device detection",
+                kind=workers.JobKind.DEVICES,
             )
+
+    def show_device(self, badge: str) -> None:
+        """A short label ("CPU — no GPU found"); the engine's reason goes in the tooltip."""
+        label, reason = device_label(badge)
+        self.badge.setText(label)
+        self.badge.setToolTip(
+            (f"{reason}\n" if reason else "") + "Help ▸ GPU Doctor says which devices TensorFlow sees and why."
+        )
 
     def _on_badge_error(self, error: BaseException) -> None:
         self.badge.setText(f"Device unknown: {error}")
@@ -354,7 +384,7 @@ class TrainPage(QWidget):
         self.job = workers.run_in_thread(
             run_training, recipe, dataset, self.state.base_model, self._stop_flag, self._resume_flag,
             on_event=self._on_event, on_done=self._on_done, on_error=self._on_error,
-            on_cancel=self._on_cancelled, name="training",
+            on_cancel=self._on_cancelled, name="training", kind=workers.JobKind.TRAINING,
         )
         self.job.finished.connect(self._on_finished)
         self._set_running(True)
@@ -475,6 +505,11 @@ class TrainPage(QWidget):
         self.state.set_last_run(result)
         accuracy = result.metrics.get("val_accuracy")
         score = f"validation accuracy {accuracy:.1%}" if accuracy is not None else "no validation score"
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress.setFormat(finished_label(result))
+        if result.best_epoch:
+            self.plot.mark_best(result.best_epoch)
         if result.cancelled:
             text = f"Stopped: kept the best weights so far (epoch {result.best_epoch}), {score}."
         elif result.stopped_early:
@@ -489,8 +524,19 @@ class TrainPage(QWidget):
 
     def _on_error(self, error: BaseException) -> None:
         self._settle_status()
-        self.status_label.setText(f"Training failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
-        self.state.error.emit(error)
+        self.status_label.setText(f"Training failed: {first_sentence(str(error) or type(error).__name__)}")
+        if isinstance(error, WeightsError) and self.state.recipe.base.name != "efficientnet-lite0":
+            show_error(self, error, actions=[("Use EfficientNet-Lite0", self.use_offline_base)])
+        else:
+            self.state.error.emit(error)
+
+    def use_offline_base(self) -> None:
+        """Switch to EfficientNet-Lite0, whose weights ship with TL Studio, with its default cut."""
+        base = self.state.recipe.base
+        self.state.set_recipe(self.state.recipe.replace(
+            base=BaseSpec(name="efficientnet-lite0", input_size=base.input_size), cut_tensor=None))
+        self.state.set_base_model(None)
+        self.status_label.setText("Switched to EfficientNet-Lite0 (weights included). Press Start to train.")
 
     def _on_finished(self) -> None:
         self.job = None

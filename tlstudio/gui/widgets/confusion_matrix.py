@@ -233,9 +233,10 @@ class ConfusionMatrixView(QWidget):
                 count = self.cell_value(row, column)
                 share = f" ({count / total:.0%} of {total})" if total else ""
                 verb = "correctly classified as" if row == column else "predicted as"
+                images = "image" if count == 1 else "images"
                 QToolTip.showText(
                     event.globalPos(),
-                    f"{count} '{self._classes[row]}' image(s) {verb} '{self._classes[column]}'{share}. "
+                    f"{count} '{self._classes[row]}' {images} {verb} '{self._classes[column]}'{share}. "
                     "Click to see them.",
                     self,
                 )

@@ -12,7 +12,14 @@ an incremental moving average; and the axes' ranges are set here, growing in
 round steps, instead of pyqtgraph's auto-range changing them (and recomputing
 every tick label) on each redraw.
 
-The x axis counts epochs across the whole run, so per-batch points land
+The engine reports, after each batch, Keras' running mean of the loss since
+the epoch began; the faint curve is the true loss of each batch recovered from
+it (``k·mₖ − (k−1)·mₖ₋₁``), and the smoothed line is an exponential moving
+average of those with bias correction, so it follows the batches without
+lagging an epoch behind. Each series has its own colour. When training ends
+the epoch whose weights were kept is marked (:meth:`LossPlot.mark_best`).
+
+The x axis counts epochs across the whole run, with whole-epoch ticks, so per-batch points land
 between the epoch ticks and a fine-tuning phase continues where the head
 phase stopped, marked by a vertical line. It spans the planned epochs from
 the start. The learning-rate axis starts at zero, so a constant rate reads as
@@ -44,10 +51,26 @@ EMPTY_Y_TOPS = {"loss": 1.0, "learning_rate": 1e-3}
 Y_PADDING = 0.06
 """Room below zero and above the top, so the end ticks keep their labels."""
 
+BATCH_COLOUR = QColor(120, 150, 190, 90)
+SMOOTH_COLOUR = QColor(20, 60, 120)
 TRAIN_COLOUR = QColor(31, 119, 180)
 VAL_COLOUR = QColor(230, 120, 20)
 LR_COLOUR = QColor(140, 80, 190)
 FINE_TUNE_COLOUR = QColor(40, 160, 80)
+BEST_COLOUR = QColor(200, 30, 60)
+MAX_EPOCH_TICKS = 12
+
+
+def batch_loss(batch: int, running_mean: float, previous_mean: float) -> float:
+    """The loss of batch ``batch`` (0-based in its epoch) from the running means after it and before it."""
+    if batch == 0:
+        return running_mean
+    return (batch + 1) * running_mean - batch * previous_mean
+
+
+def epoch_tick_step(epochs: float) -> int:
+    """Whole epochs between ticks, so at most about ``MAX_EPOCH_TICKS`` ticks span ``epochs``."""
+    return max(1, math.ceil(epochs / MAX_EPOCH_TICKS))
 
 
 class _Series:
@@ -122,9 +145,12 @@ class LossPlot(QWidget):
         self._changed: set[str] = set()
         self._ema = 0.0
         self._ema_count = 0
+        self._running_mean = 0.0
         self._epochs_done = 0
         self._steps_per_epoch = 1
         self._planned_epochs = 0
+        self._fine_tune_at: float | None = None
+        self.best_epoch: int | None = None
         self._largest = {"loss": 0.0, "learning_rate": 0.0}
         self._x_top: float | None = None
         self._y_tops: dict[str, float | None] = {"loss": None, "learning_rate": None}
@@ -157,12 +183,10 @@ class LossPlot(QWidget):
 
         self.loss_plot.addLegend(offset=(-10, 10))
         self.accuracy_plot.addLegend(offset=(-10, -10))
-        faint = QColor(TRAIN_COLOUR)
-        faint.setAlpha(70)
         self.curves: dict[str, pg.PlotDataItem] = {
-            "batch_loss": self._batch_curve(self.loss_plot, pg.mkPen(faint, width=1), "batch loss"),
+            "batch_loss": self._batch_curve(self.loss_plot, pg.mkPen(BATCH_COLOUR, width=1), "each batch"),
             "batch_loss_smooth": self._batch_curve(
-                self.loss_plot, pg.mkPen(TRAIN_COLOUR, width=2), "batch loss (smoothed)"
+                self.loss_plot, pg.mkPen(SMOOTH_COLOUR, width=2), "batches, smoothed"
             ),
             "train_loss": self._epoch_curve(self.loss_plot, TRAIN_COLOUR, "o", "training (epoch)"),
             "val_loss": self._epoch_curve(self.loss_plot, VAL_COLOUR, "s", "validation"),
@@ -183,6 +207,17 @@ class LossPlot(QWidget):
             plot.addItem(marker, ignoreBounds=True)
             self._markers.append(marker)
 
+        self._best_markers = []
+        for plot in (self.loss_plot, self.accuracy_plot):
+            marker = pg.InfiniteLine(
+                angle=90, movable=False, pen=pg.mkPen(BEST_COLOUR, width=1, style=Qt.PenStyle.DotLine),
+                label="kept" if plot is self.loss_plot else None,
+                labelOpts={"position": 0.8, "color": BEST_COLOUR},
+            )
+            marker.setVisible(False)
+            plot.addItem(marker, ignoreBounds=True)
+            self._best_markers.append(marker)
+
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_INTERVAL_MS)
         self._timer.timeout.connect(self.flush)
@@ -190,8 +225,9 @@ class LossPlot(QWidget):
         self._apply_palette()
         self._apply_ranges()
         self.setToolTip(
-            "Training loss per batch (faint) and smoothed, loss and accuracy per epoch on the training "
-            "and validation images, and the learning rate. A dashed line marks where fine-tuning starts."
+            "The loss of each batch (faint) and smoothed, loss and accuracy per epoch on the training "
+            "and validation images, and the learning rate. A dashed line marks where fine-tuning starts; "
+            "a dotted red line the epoch whose weights were kept."
         )
 
     @property
@@ -239,11 +275,14 @@ class LossPlot(QWidget):
         self._changed = set(self._series)
         self._ema = 0.0
         self._ema_count = 0
+        self._running_mean = 0.0
         self._epochs_done = 0
         self._steps_per_epoch = 1
         self._planned_epochs = 0
+        self._fine_tune_at = None
+        self.best_epoch = None
         self._largest = dict.fromkeys(self._largest, 0.0)
-        for marker in self._markers:
+        for marker in self._markers + self._best_markers:
             marker.setVisible(False)
         self.follow_run()
         self.flush()
@@ -260,12 +299,14 @@ class LossPlot(QWidget):
         elif isinstance(event, BatchEnded):
             x = self._epochs_done + (event.batch + 1) / self._steps_per_epoch
             if math.isfinite(event.loss):
-                self._series["batch_loss"].append(x, event.loss)
+                loss = batch_loss(event.batch, event.loss, self._running_mean)
+                self._running_mean = event.loss
+                self._series["batch_loss"].append(x, loss)
                 self._ema_count += 1
-                self._ema = SMOOTHING * self._ema + (1 - SMOOTHING) * event.loss
+                self._ema = SMOOTHING * self._ema + (1 - SMOOTHING) * loss
                 debiased = self._ema / (1 - SMOOTHING**self._ema_count)
                 self._series["batch_loss_smooth"].append(x, debiased)
-                self._largest["loss"] = max(self._largest["loss"], event.loss)
+                self._largest["loss"] = max(self._largest["loss"], loss)
                 self._changed.update(("batch_loss", "batch_loss_smooth"))
             if math.isfinite(event.learning_rate):
                 self._series["learning_rate"].append(x, event.learning_rate)
@@ -288,6 +329,13 @@ class LossPlot(QWidget):
                     if name.endswith("loss"):
                         self._largest["loss"] = max(self._largest["loss"], value)
 
+    def mark_best(self, epoch: int) -> None:
+        """Mark the epoch (counted from 1 across both phases) whose weights were kept."""
+        self.best_epoch = int(epoch)
+        for marker in self._best_markers:
+            marker.setValue(float(epoch))
+            marker.setVisible(epoch > 0)
+
     def point_count(self, name: str) -> int:
         """How many points the curve ``name`` holds now (after the last redraw)."""
         x, _ = self.curves[name].getOriginalDataset()
@@ -309,8 +357,10 @@ class LossPlot(QWidget):
         x_top = max(float(self._planned_epochs), math.ceil(last_x), 1.0)
         if self._x_follows_run and x_top != self._x_top:
             self._x_top = x_top
+            step = epoch_tick_step(x_top)
             for plot in self.plots:
                 plot.setXRange(0.0, x_top, padding=0.02)
+                plot.getAxis("bottom").setTickSpacing(step, step)
         for key, plot in (("loss", self.loss_plot), ("learning_rate", self.lr_plot)):
             largest = self._largest[key]
             top = self._y_tops[key]
@@ -349,11 +399,13 @@ def _demo() -> None:
             events.append(PhaseStarted(phase, epochs, steps, lr))
         for epoch in range(epochs):
             total = offset + epoch
+            mean = 0.0
             for batch in range(steps):
                 t = total + batch / steps
                 rate = lr * 0.5 * (1 + math.cos(math.pi * batch / steps / epochs + math.pi * epoch / epochs))
                 loss = 1.1 * math.exp(-0.6 * t) + 0.1 + rng.normal(0, 0.08)
-                events.append(BatchEnded(phase, epoch, batch, step, loss, 1 - loss / 1.3, rate, 420.0, 10.0))
+                mean += (loss - mean) / (batch + 1)  # the engine reports Keras' running mean
+                events.append(BatchEnded(phase, epoch, batch, step, mean, 1 - loss / 1.3, rate, 420.0, 10.0))
                 step += 1
             train_loss = 1.1 * math.exp(-0.6 * (total + 1)) + 0.1
             events.append(EpochEnded(phase, epoch, {
@@ -375,6 +427,7 @@ def _demo() -> None:
     if "--screenshot" in sys.argv:
         while events:
             widget.add_event(events.pop(0))
+        widget.mark_best(5)
         widget.flush()
         app.processEvents()
         widget.grab().save(sys.argv[sys.argv.index("--screenshot") + 1])

@@ -13,6 +13,8 @@ Double-clicking a row, or "Explain", asks for a Grad-CAM of the image;
 
 from __future__ import annotations
 
+from collections import Counter
+
 import html
 from pathlib import Path
 
@@ -150,10 +152,11 @@ class MistakesView(QWidget):
         records = core_evaluation.cell_records(self.evaluation, true, predicted)
         classes = self.evaluation.classes
         name_true, name_predicted = html.escape(classes[true]), html.escape(classes[predicted])
+        images = "image" if len(records) == 1 else "images"
         if true == predicted:
-            title = f"<b>{len(records)} '{name_true}' image(s) classified correctly</b>, least sure first."
+            title = f"<b>{len(records)} '{name_true}' {images} classified correctly</b>, least sure first."
         else:
-            title = f"<b>{len(records)} '{name_true}' image(s) predicted as '{name_predicted}'</b>, worst first."
+            title = f"<b>{len(records)} '{name_true}' {images} predicted as '{name_predicted}'</b>, worst first."
         self._show(records, title)
 
     def _show(self, records: list[core_evaluation.ImageRecord], title: str) -> None:
@@ -167,9 +170,11 @@ class MistakesView(QWidget):
         self.table.setRowCount(0)
         self.table.setRowCount(len(shown))
         classes = self.evaluation.classes if self.evaluation is not None else ()
+        names = Counter(Path(record.path).name for record in shown)
+        repeated = {name for name, count in names.items() if count > 1}
         for row, record in enumerate(shown):
             path = Path(record.path)
-            name = QTableWidgetItem(path.name)
+            name = QTableWidgetItem(f"{path.parent.name}/{path.name}" if path.name in repeated else path.name)
             name.setToolTip(self._record_tip(record, classes))
             name.setData(Qt.ItemDataRole.UserRole, record.path)
             self._rows_by_path.setdefault(record.path, []).append(row)

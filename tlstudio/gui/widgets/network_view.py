@@ -5,8 +5,10 @@ order and grouped by VGG block (``block1 ▸ block1_conv1:0 …``), with its typ
 output shape, parameter count and receptive field. Rows are coloured by what
 training will do with the layer: frozen (grey-blue), fine-tuned (green), the
 cut itself (bold, marked ✂) and the layers past the cut, which the new model
-does not use (dimmed). Tensors the model cannot be cut at are greyed, with the
-reason as their tooltip; selecting any other row picks it as the cut tensor.
+does not use (dimmed, italic). Tensors the model cannot be cut at are grey on
+their phase's colour, with the reason as their tooltip; selecting any other row
+picks it as the cut tensor. The columns fit without scrolling sideways (the
+tensor name is elided in the middle), and the cut row is scrolled into view.
 
 Run ``python -m tlstudio.gui.widgets.network_view`` to see VGG16's layer table.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
@@ -27,6 +29,7 @@ CUT_MARK = "✂"
 
 COLUMNS = ("Tensor", "Type", "Output shape", "Params", "Receptive field", "Training")
 INFO_ROLE = Qt.ItemDataRole.UserRole + 1
+TIP_ROLE = Qt.ItemDataRole.UserRole + 2
 
 _HEADER_TIPS = (
     "A tensor is one output of an operation (a layer), named 'layer:index': block4_pool is the "
@@ -34,7 +37,7 @@ _HEADER_TIPS = (
     "The kind of layer that produces the tensor.",
     "The tensor's shape per image: height x width x channels for feature maps.",
     "Weights in the layer that produces the tensor.",
-    "How many input pixels (square side) one value of the tensor is computed from, and the spacing "
+    "How many input pixels (square side) one value of the tensor is computed from / the spacing "
     "in pixels between neighbouring values. Deeper tensors see larger patches and more abstract patterns.",
     "What training does with the layer: frozen (kept as pretrained), fine-tuned (trained in the "
     "fine-tuning phase), or not used (past the cut).",
@@ -46,13 +49,19 @@ def format_shape(shape: Sequence[int | None]) -> str:
     return shape_text(shape, separator=" × ")
 
 
-def format_field(info) -> str:
-    """The receptive-field column: size and spacing, or 'whole image' past the spatial layers."""
+SHORT_TYPES = {
+    "BatchNormalization": "BatchNorm", "GlobalAveragePooling2D": "GlobalAvgPool", "DepthwiseConv2D": "DWConv2D",
+}
+"""Layer types as the narrow Type column shows them (the tooltip names them in full)."""
+
+
+def short_field(info) -> str:
+    """The receptive-field column, narrow: ``403 px / 32`` (patch side / spacing), ``whole image``."""
     if info.receptive_field is None:
         return "unknown"
     if info.jump is None:
-        return f"whole image ({info.receptive_field} px)"
-    return f"{info.receptive_field} px, every {info.jump} px"
+        return "whole image"
+    return f"{info.receptive_field} px / {info.jump}"
 
 
 class NetworkView(QWidget):
@@ -79,9 +88,17 @@ class NetworkView(QWidget):
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.tree.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.tree.setIndentation(14)
         header = self.tree.header()
-        header.setStretchLastSection(True)
+        header.setStretchLastSection(False)
+        header.setMinimumSectionSize(40)
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        # What training does with a row shows as its colour (see the legend) and in its tooltip; a sixth
+        # column would push the receptive field out of sight at the default window size.
+        self.tree.setColumnHidden(len(COLUMNS) - 1, True)
+        self.tree.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.tree.selectionModel().currentRowChanged.connect(self._on_current_changed)
 
         legend = QHBoxLayout()
@@ -101,10 +118,13 @@ class NetworkView(QWidget):
             legend.addWidget(swatch)
             legend.addWidget(label)
             legend.addSpacing(10)
-        cut_label = QLabel(f"<b>{CUT_MARK} cut</b>: the head is attached here")
+        cut_label = QLabel(f"<b>{CUT_MARK} cut</b>")
+        cut_label.setToolTip("The head is attached to this tensor.")
         legend.addWidget(cut_label)
         legend.addSpacing(10)
-        unused = QLabel("<i>dimmed</i>: past the cut, not used")
+        unused = QLabel("<i>dimmed</i>: past the cut · <span style='color:gray'>grey</span>: cannot be cut")
+        unused.setToolTip("Dimmed italic rows come after the cut and are not used by the new model. Grey rows "
+                          "cannot be the cut: the input, or a tensor inside a branch that joins again later.")
         legend.addWidget(unused)
         legend.addStretch(1)
 
@@ -163,9 +183,16 @@ class NetworkView(QWidget):
                     index,
                     QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
                 )
-                self.tree.scrollTo(index)
+                self.tree.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
+                # Once the new rows are laid out (after a model is loaded), bring the cut into view again.
+                QTimer.singleShot(0, self, lambda n=name: self._scroll_to(n))
         finally:
             self._syncing = False
+
+    def _scroll_to(self, name: str) -> None:
+        item = self._items.get(name)
+        if item is not None:
+            self.tree.scrollTo(item.index(), QAbstractItemView.ScrollHint.PositionAtCenter)
 
     def set_fine_tuned(self, layer_names: Iterable[str]) -> None:
         """The base layers the fine-tuning phase would train (coloured green)."""
@@ -183,7 +210,8 @@ class NetworkView(QWidget):
 
     def _row_items(self, info) -> list[QStandardItem]:
         texts = (
-            info.name, info.layer_type, format_shape(info.shape), f"{info.params:,}", format_field(info), "",
+            info.name, SHORT_TYPES.get(info.layer_type, info.layer_type), format_shape(info.shape).replace(" ", ""),
+            f"{info.params:,}", short_field(info), "",
         )
         items = [QStandardItem(text) for text in texts]
         for column, item in enumerate(items):
@@ -203,6 +231,7 @@ class NetworkView(QWidget):
             for item in items:
                 item.setFlags(Qt.ItemFlag.ItemIsEnabled)
         for item in items:
+            item.setData(tip, TIP_ROLE)
             item.setToolTip(tip)
         return items
 
@@ -262,12 +291,15 @@ class NetworkView(QWidget):
                 background = QBrush(TRAINABLE_COLOUR if tuned else FROZEN_COLOUR)
                 if not info.cuttable:
                     foreground = QBrush(disabled)
+                    role += ", cannot be cut here"
             if info.name == self._cut:
                 font = bold_font
                 role = f"{CUT_MARK} cut ({role})"
             row[0].setText(f"{CUT_MARK} {info.name}" if info.name == self._cut else info.name)
             row[-1].setText(role)
+            tip = f"{row[0].data(TIP_ROLE)}\nTraining: {role}."
             for cell in row:
+                cell.setToolTip(tip)
                 cell.setBackground(background)
                 cell.setForeground(foreground)
                 cell.setFont(font)

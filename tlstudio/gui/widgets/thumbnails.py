@@ -27,7 +27,11 @@ CLASS_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 def load_thumbnail(path: str, size: int = THUMBNAIL_SIZE) -> QImage:
-    """Decode ``path`` to an RGB ``QImage`` fitting in ``size`` x ``size``; raises on unreadable files."""
+    """Decode ``path`` to an RGB ``QImage`` fitting in ``size`` x ``size``; raises on unreadable files.
+
+    Transparent parts are drawn on white, as the model sees them; images under
+    half the size are enlarged by a whole factor, pixel by pixel, so they stay crisp.
+    """
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
@@ -35,11 +39,26 @@ def load_thumbnail(path: str, size: int = THUMBNAIL_SIZE) -> QImage:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I", "F") or image.mode.startswith("I;16"):
             image = _stretch_to_8bit(image)
+        if max(image.size) < size // 2:
+            # A tiny image (28 px digits) is scaled up with sharp pixels instead of shown as a speck.
+            scale = size // max(image.size)
+            image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
         image.thumbnail((size, size))
-        rgb = image.convert("RGB")
+        rgb = on_white(image)
         data = rgb.tobytes()
         width, height = rgb.size
     return QImage(data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+def on_white(image):
+    """RGB with transparent pixels on white, as the model sees them (not on black)."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def _stretch_to_8bit(image):
@@ -248,7 +267,10 @@ class ThumbnailGrid(QListView):
         self.setBatchSize(500)
         self.setWrapping(True)
         self.setIconSize(QSize(size, size))
-        self.setGridSize(QSize(size + 24, size + 30))
+        # The caption's room follows the font, so a larger system font never clips or hides it;
+        # a long name is elided in the middle and shown whole in the tooltip.
+        line = self.fontMetrics().height()
+        self.setGridSize(QSize(size + 24, size + line + 16))
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setWordWrap(False)
         self.setSelectionMode(QListView.SelectionMode.ExtendedSelection)
