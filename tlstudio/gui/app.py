@@ -2,14 +2,16 @@
 
 ``main()`` checks that a display and Qt's system libraries are there (printing
 what to install instead of Qt's abort), creates the application with its name,
-icon and the system's light or dark theme, shows the main window at once and
-imports TensorFlow in a :class:`TensorFlowLoader` thread. Until it reports
+icon and the system's light or dark theme, shows the main window at once and,
+once its first frame is painted, builds the other pages and imports
+TensorFlow in a :class:`TensorFlowLoader` thread. Until it reports
 ready, ``ProjectState.tensorflow_ready`` is False and actions that need
 TensorFlow are disabled, with "Loading TensorFlow…" in the status bar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from importlib import resources
@@ -22,6 +24,9 @@ ORGANISATION = "TL Studio"
 ORGANISATION_DOMAIN = "tlstudio.org"
 SWITCH_INTERVAL_S = 0.001
 """How often the interpreter may hand its lock to another thread (see ``create_application``)."""
+AFTER_PAINT_MS = 30
+"""How long after the window's first paint event the heavy start-up work begins."""
+FIRST_FRAME_FALLBACK_MS = 3000
 
 
 def _resource(name: str):
@@ -126,12 +131,23 @@ def create_application(argv: Sequence[str] | None = None):
 
 
 def _import_tensorflow() -> None:
-    """Import TensorFlow and Keras, then set the mixed-precision policy before any base model is built."""
-    import tensorflow  # noqa: F401
+    """Import TensorFlow and Keras, then set the mixed-precision policy before any base model is built.
 
-    from tlstudio.core.train.acceleration import apply_policy
+    TensorFlow's native libraries are loaded without holding the interpreter
+    lock, its C++ start-up lines are hidden (:mod:`tlstudio.core.spec.tensorflow_load`)
+    and PySide6's import hook is set aside meanwhile (:mod:`tlstudio.gui.pyside_compat`).
+    """
+    from tlstudio.core.spec import tensorflow_load
+    from tlstudio.gui.pyside_compat import plain_imports
 
-    apply_policy()
+    quiet = not tensorflow_load.user_wants_native_logs()
+    with plain_imports(), tensorflow_load.quiet_native_logs() if quiet else contextlib.nullcontext():
+        tensorflow_load.import_tensorflow(quiet=False)
+        import keras  # noqa: F401
+
+        from tlstudio.core.train.acceleration import apply_policy
+
+        apply_policy()
 
 
 def tensorflow_loader():
@@ -157,6 +173,36 @@ def tensorflow_loader():
     return TensorFlowLoader()
 
 
+def when_painted(window, callback, fallback_ms: int = FIRST_FRAME_FALLBACK_MS) -> None:
+    """Call ``callback`` once, just after ``window`` has painted its first frame.
+
+    Heavy work (TensorFlow's import, building the other pages) waits for it,
+    so nothing competes with the first frame for the interpreter lock. If no
+    paint comes (a minimised window), ``fallback_ms`` after this call.
+    """
+    from PySide6.QtCore import QEvent, QObject, QTimer
+
+    done = False
+
+    def fire() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            window.removeEventFilter(watcher)
+            callback()
+
+    class _FirstPaint(QObject):
+        def eventFilter(self, watched, event) -> bool:
+            if event.type() == QEvent.Type.Paint and not done:
+                # The paint is being handled now; run the callback after it reaches the screen.
+                QTimer.singleShot(AFTER_PAINT_MS, fire)
+            return False
+
+    watcher = _FirstPaint(window)
+    window.installEventFilter(watcher)
+    QTimer.singleShot(fallback_ms, fire)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the main window; ``argv`` may name a project file to open. Returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -172,16 +218,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     window = MainWindow()
     errors.install(window)
-    window.show()
-    window.build_pages_in_background()
-    project = next((a for a in args if not a.startswith("-")), None)
-    if project:
-        window.open_project(project)
-
     loader = tensorflow_loader()
     loader.ready.connect(lambda _seconds: window.state.set_tensorflow_ready(True))
     loader.failed.connect(window.tensorflow_failed)
-    loader.start()
+    project = next((a for a in args if not a.startswith("-")), None)
+
+    def after_first_frame() -> None:
+        window.build_pages_in_background()
+        if project:
+            window.open_project(project)
+        loader.start()
+
+    when_painted(window, after_first_frame)
+    window.show()
     app.aboutToQuit.connect(lambda: stop_all(30_000))
     try:
         return app.exec()
