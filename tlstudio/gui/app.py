@@ -2,9 +2,10 @@
 
 ``main()`` checks that a display and Qt's system libraries are there (printing
 what to install instead of Qt's abort), creates the application with its name,
-icon and the system's light or dark theme, shows the main window at once and,
-once its first frame is painted, builds the other pages and imports
-TensorFlow in a :class:`TensorFlowLoader` thread. Until it reports
+icon and the system's light or dark theme and shows the main window at once.
+Once its first frame is painted, a :class:`TensorFlowLoader` thread imports
+the other pages' modules (then the GUI thread builds the pages, one per
+event-loop turn) and TensorFlow. Until it reports
 ready, ``ProjectState.tensorflow_ready`` is False and actions that need
 TensorFlow are disabled, with "Loading TensorFlow…" in the status bar.
 """
@@ -12,6 +13,7 @@ TensorFlow are disabled, with "Loading TensorFlow…" in the status bar.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 import time
 from importlib import resources
@@ -150,19 +152,33 @@ def _import_tensorflow() -> None:
         apply_policy()
 
 
-def tensorflow_loader():
-    """A QThread that imports TensorFlow and sets the precision policy (:func:`_import_tensorflow`).
+def tensorflow_loader(modules: Sequence[str] = ()):
+    """A QThread that imports ``modules`` (the pages' own), then TensorFlow (:func:`_import_tensorflow`).
 
-    It then emits ``ready(seconds)``, or ``failed(error)``.
+    Importing in a thread keeps the window answering: the interpreter hands its
+    lock back to the GUI thread every ``SWITCH_INTERVAL_S``. It emits
+    ``modules_ready`` once ``modules`` are imported (so the GUI thread can
+    build the pages without importing anything), then ``ready(seconds)``, or
+    ``failed(error)``.
     """
     from PySide6.QtCore import QThread, Signal
 
+    from tlstudio.gui.pyside_compat import plain_imports
+
     class TensorFlowLoader(QThread):
+        modules_ready = Signal()
         ready = Signal(float)
         failed = Signal(object)
 
         def run(self) -> None:
             started = time.perf_counter()
+            with plain_imports():
+                for module in modules:
+                    try:
+                        importlib.import_module(module)
+                    except ImportError:  # the page shows what is missing when it is built
+                        pass
+            self.modules_ready.emit()
             try:
                 _import_tensorflow()
             except Exception as error:  # shown in the error dialog; the data page still works
@@ -213,23 +229,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_application([sys.argv[0]])
 
     from tlstudio.gui import errors
-    from tlstudio.gui.main_window import MainWindow
+    from tlstudio.gui.main_window import PAGES, MainWindow
     from tlstudio.gui.workers import stop_all
 
     window = MainWindow()
     errors.install(window)
-    loader = tensorflow_loader()
+    loader = tensorflow_loader([module for _title, module, *_rest in PAGES])
     loader.ready.connect(lambda _seconds: window.state.set_tensorflow_ready(True))
     loader.failed.connect(window.tensorflow_failed)
     project = next((a for a in args if not a.startswith("-")), None)
 
-    def after_first_frame() -> None:
+    def pages_importable() -> None:
         window.build_pages_in_background()
         if project:
             window.open_project(project)
-        loader.start()
 
-    when_painted(window, after_first_frame)
+    loader.modules_ready.connect(pages_importable)
+    when_painted(window, loader.start)
     window.show()
     app.aboutToQuit.connect(lambda: stop_all(30_000))
     try:
