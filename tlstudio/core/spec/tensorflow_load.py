@@ -47,7 +47,7 @@ _NATIVE_LINE = re.compile(
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
 )
 
-_PYTHON_LINE = re.compile(rb"^(?:Traceback |\S+:\d+: \w*(?:Warning|Error)\b)")
+_CONTINUATION = re.compile(rb"^To enable the following instructions: ")
 
 
 def is_native_log_line(line: bytes) -> bool:
@@ -58,19 +58,17 @@ def is_native_log_line(line: bytes) -> bool:
 def without_native_logs(lines: list[bytes]) -> list[bytes]:
     """``lines`` less TensorFlow's C++ log lines and the lines that continue them.
 
-    A native message may span lines (``To enable the following instructions:
-    ...``); a line after a native one is its continuation unless it starts a
-    Python warning or traceback.
+    A native message may span lines: a known continuation (``To enable the
+    following instructions: ...``) right after a native line goes with it;
+    any other line is kept.
     """
     kept: list[bytes] = []
-    in_native = False
+    after_native = False
     for line in lines:
-        if is_native_log_line(line):
-            in_native = True
-        elif in_native and not _PYTHON_LINE.match(line):
-            continue
+        if is_native_log_line(line) or (after_native and _CONTINUATION.match(line)):
+            after_native = True
         else:
-            in_native = False
+            after_native = False
             kept.append(line)
     return kept
 
@@ -146,9 +144,9 @@ def import_tensorflow(quiet: bool = True):
     """
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    preload_native_libraries()
     context = quiet_native_logs() if quiet and not user_wants_native_logs() else contextlib.nullcontext()
     with context:
+        preload_native_libraries()  # its static initialisers log too
         import tensorflow
 
         _find_devices(tensorflow)
@@ -172,8 +170,8 @@ class _QuietLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        preload_native_libraries()
         with quiet_native_logs():
+            preload_native_libraries()
             self._loader.exec_module(module)
             _find_devices(module)
 
