@@ -32,8 +32,20 @@ feature cache, through ``TLSTUDIO_HOME``). The last lines are ``name: value``:
 * ``gui_stall_p99_ms`` / ``gui_stall_max_ms`` — how late a 10 ms QTimer on the
   main thread of an offscreen TL Studio window fires while the Train page
   trains a tiny model (head and fine-tuning) through its real worker.
-* ``launch_to_window_s`` — ``python -m tlstudio`` (offscreen) from process
-  start to the main window shown.
+* ``launch_to_paint_s`` — ``python -m tlstudio`` (offscreen) from process
+  start to the first frame with the window's content, read back from the
+  screen (``QScreen.grabWindow`` every 30 ms; a blank or one-colour window
+  does not count, and a window that never shows content fails the run).
+  The median of three launches.
+* ``launch_stall_p99_ms`` / ``launch_stall_max_ms`` — how late a 10 ms timer
+  on the main thread fires from that first frame until TensorFlow is ready
+  (the pages and TensorFlow load meanwhile); the worst of three launches.
+* ``tf_import_s`` — a whole ``python -c "import tensorflow, keras"`` process.
+* ``cli_warm_overhead_s`` — a whole ``tlstudio train`` process on a warm
+  feature cache (EfficientNet-Lite0) minus the same recipe's ``train`` in
+  this process: start-up, TensorFlow's import, building the base, reading
+  the cache. ``cli_cpp_log_lines`` counts TensorFlow C++ lines it printed
+  (should be 0).
 * ``peak_rss_mb`` — this process's peak resident memory.
 """
 
@@ -81,6 +93,7 @@ def main() -> int:
         os.environ["KERAS_HOME"] = str(work / "keras")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         results = _engine_benchmarks(work, images, size)
+        results.update(_command_benchmarks(work, size))
         if not args.no_gui:
             results.update(_gui_benchmarks(work))
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -328,6 +341,57 @@ def _finetune_vs_raw(work: Path, root: Path, spec) -> float:
     _log(f"fine-tuning: TL Studio {tlstudio_rate:.1f} images/s from files, raw GradientTape step "
          f"{raw_rate:.1f} images/s in memory")
     return round(tlstudio_rate / raw_rate, 3)
+
+
+# ------------------------------------------------------------------ whole commands
+
+
+def _command_benchmarks(work: Path, size: int) -> dict[str, float]:
+    """``tf_import_s`` and ``cli_warm_overhead_s``: whole processes, start-up included.
+
+    ``tlstudio train`` (EfficientNet-Lite0, whose weights ship offline, so every
+    process builds the same base and hits the same cache) runs once to fill the
+    feature cache, then again on the warm cache; its wall time minus the same
+    recipe's ``train`` in this process (warm cache, TensorFlow loaded) is what
+    the command costs beyond training the head.
+    """
+    from tlstudio.core.data import feature_cache
+    from tlstudio.core.model import backbones
+    from tlstudio.core.spec.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec
+    from tlstudio.core.train import training
+
+    root = work / "images"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import tensorflow, keras"], env=env, check=True, capture_output=True)
+    tf_import = time.perf_counter() - started
+    command = [sys.executable, "-m", "tlstudio", "train", "--data", str(root), "--base", "efficientnet-lite0",
+               "--input-size", str(size), "--epochs", str(HEAD_EPOCHS), "--batch-size", str(BATCH_SIZE),
+               "--lr", str(LEARNING_RATE), "--patience", "0", "--quiet"]
+    feature_cache.clear()
+    subprocess.run([*command, "--out", str(work / "cli-cold")], env=env, check=True, capture_output=True)
+    started = time.perf_counter()
+    warm = subprocess.run([*command, "--out", str(work / "cli-warm")], env=env, check=True, capture_output=True,
+                          text=True)
+    whole = time.perf_counter() - started
+    recipe = Recipe(data=DataSpec(folders=(str(root),)), base=BaseSpec(name="efficientnet-lite0", input_size=size),
+                    head=HeadSpec(), training=TrainSpec(epochs=HEAD_EPOCHS, batch_size=BATCH_SIZE,
+                                                        learning_rate=LEARNING_RATE, early_stopping_patience=0))
+    base = backbones.build_base(recipe.base)
+    head_times = []
+    for n in range(3):
+        started = time.perf_counter()
+        training.train(recipe, base_model=base, out_dir=work / "runs" / f"cli-in-process-{n}")
+        head_times.append(time.perf_counter() - started)
+    head = sorted(head_times)[1]
+    noise = [line for line in warm.stderr.splitlines() if "I0000" in line or "cuInit" in line or "oneDNN" in line]
+    _log(f"tlstudio train on a warm cache: {whole:.2f} s in all, {head:.2f} s training in process; "
+         f"TensorFlow import {tf_import:.2f} s; C++ log lines shown: {len(noise)}")
+    return {
+        "tf_import_s": round(tf_import, 2),
+        "cli_warm_overhead_s": round(whole - head, 2),
+        "cli_cpp_log_lines": len(noise),
+    }
 
 
 # ------------------------------------------------------------------ GUI
