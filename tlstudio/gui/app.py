@@ -153,7 +153,8 @@ def _import_tensorflow() -> None:
 
 
 def tensorflow_loader(modules: Sequence[str] = ()):
-    """A QThread that imports ``modules`` (the pages' own), then TensorFlow (:func:`_import_tensorflow`).
+    """A QThread that loads TensorFlow's native libraries, imports ``modules`` (the pages' own),
+    then TensorFlow (:func:`_import_tensorflow`).
 
     Importing in a thread keeps the window answering: the interpreter hands its
     lock back to the GUI thread every ``SWITCH_INTERVAL_S``. It emits
@@ -163,6 +164,7 @@ def tensorflow_loader(modules: Sequence[str] = ()):
     """
     from PySide6.QtCore import QThread, Signal
 
+    from tlstudio.core.spec.tensorflow_load import preload_native_libraries
     from tlstudio.gui.pyside_compat import plain_imports
 
     class TensorFlowLoader(QThread):
@@ -172,6 +174,11 @@ def tensorflow_loader(modules: Sequence[str] = ()):
 
         def run(self) -> None:
             started = time.perf_counter()
+            # First, while the GUI thread is idle: a thread that loads a library holds the dynamic
+            # loader's lock, and a GUI thread importing an extension meanwhile would wait for it
+            # while holding the interpreter lock, freezing the window for the whole load.
+            with contextlib.suppress(OSError):
+                preload_native_libraries()
             with plain_imports():
                 for module in modules:
                     try:
