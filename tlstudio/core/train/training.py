@@ -65,7 +65,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlstudio.core.train import acceleration, distribute, runs
+from tlstudio.core.train import acceleration, distribute, feature_stream, runs
 from tlstudio.core.model import backbones, classifier, head, tensors
 from tlstudio.core.data import feature_cache, pipeline
 from tlstudio.core.data.dataset import Dataset, ImageItem, scan_data_spec
@@ -435,13 +435,8 @@ class _Trainer:
             x = layer(x)
         self.head_model = keras.Model(inputs, x, name="head_only")
         train_y, val_y = _labels(self.dataset.train), _labels(self.dataset.val)
-        train_data = (
-            tf.data.Dataset.from_tensor_slices((train_x, train_y))
-            .shuffle(len(train_y), seed=self.recipe.data.seed, reshuffle_each_iteration=True)
-            .batch(batch)
-            .prefetch(tf.data.AUTOTUNE)
-        )
-        val_data = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch)
+        train_data = feature_stream.feature_batches(train_x, train_y, batch, seed=self.recipe.data.seed)
+        val_data = feature_stream.feature_batches(val_x, val_y, batch)
         self._phase(HEAD_PHASE, self.head_model, train_data, val_data, self.spec.epochs,
                     self.spec.learning_rate, watched)
         self.head_epochs = self.epoch
