@@ -32,8 +32,20 @@ feature cache, through ``TLSTUDIO_HOME``). The last lines are ``name: value``:
 * ``gui_stall_p99_ms`` / ``gui_stall_max_ms`` — how late a 10 ms QTimer on the
   main thread of an offscreen TL Studio window fires while the Train page
   trains a tiny model (head and fine-tuning) through its real worker.
-* ``launch_to_window_s`` — ``python -m tlstudio`` (offscreen) from process
-  start to the main window shown.
+* ``launch_to_paint_s`` — ``python -m tlstudio`` (offscreen) from process
+  start to the first frame with the window's content, read back from the
+  screen (``QScreen.grabWindow`` every 30 ms; a blank or one-colour window
+  does not count, and a window that never shows content fails the run).
+  The median of three launches.
+* ``launch_stall_p99_ms`` / ``launch_stall_max_ms`` — how late a 10 ms timer
+  on the main thread fires from that first frame until TensorFlow is ready
+  (the pages and TensorFlow load meanwhile); the worst of three launches.
+* ``tf_import_s`` — a whole ``python -c "import tensorflow, keras"`` process.
+* ``cli_warm_overhead_s`` — a whole ``tlstudio train`` process on a warm
+  feature cache (EfficientNet-Lite0) minus the same recipe's ``train`` in
+  this process: start-up, TensorFlow's import, building the base, reading
+  the cache. ``cli_cpp_log_lines`` counts TensorFlow C++ lines it printed
+  (should be 0).
 * ``peak_rss_mb`` — this process's peak resident memory.
 """
 
@@ -56,6 +68,7 @@ LEARNING_RATE = 1e-2
 CLASSES = ("circles", "squares", "stripes")
 PROBE_INTERVAL_MS = 10
 PROBE_SETTLE_MS = 500
+MIN_PAINTED_COLOURS = 16
 PROBE_TIMEOUT_S = int(os.environ.get("TLSTUDIO_BENCH_PROBE_TIMEOUT_S", "300"))
 
 
@@ -80,6 +93,7 @@ def main() -> int:
         os.environ["KERAS_HOME"] = str(work / "keras")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         results = _engine_benchmarks(work, images, size)
+        results.update(_command_benchmarks(work, size))
         if not args.no_gui:
             results.update(_gui_benchmarks(work))
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -329,6 +343,57 @@ def _finetune_vs_raw(work: Path, root: Path, spec) -> float:
     return round(tlstudio_rate / raw_rate, 3)
 
 
+# ------------------------------------------------------------------ whole commands
+
+
+def _command_benchmarks(work: Path, size: int) -> dict[str, float]:
+    """``tf_import_s`` and ``cli_warm_overhead_s``: whole processes, start-up included.
+
+    ``tlstudio train`` (EfficientNet-Lite0, whose weights ship offline, so every
+    process builds the same base and hits the same cache) runs once to fill the
+    feature cache, then again on the warm cache; its wall time minus the same
+    recipe's ``train`` in this process (warm cache, TensorFlow loaded) is what
+    the command costs beyond training the head.
+    """
+    from tlstudio.core.data import feature_cache
+    from tlstudio.core.model import backbones
+    from tlstudio.core.spec.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec
+    from tlstudio.core.train import training
+
+    root = work / "images"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import tensorflow, keras"], env=env, check=True, capture_output=True)
+    tf_import = time.perf_counter() - started
+    command = [sys.executable, "-m", "tlstudio", "train", "--data", str(root), "--base", "efficientnet-lite0",
+               "--input-size", str(size), "--epochs", str(HEAD_EPOCHS), "--batch-size", str(BATCH_SIZE),
+               "--lr", str(LEARNING_RATE), "--patience", "0", "--quiet"]
+    feature_cache.clear()
+    subprocess.run([*command, "--out", str(work / "cli-cold")], env=env, check=True, capture_output=True)
+    started = time.perf_counter()
+    warm = subprocess.run([*command, "--out", str(work / "cli-warm")], env=env, check=True, capture_output=True,
+                          text=True)
+    whole = time.perf_counter() - started
+    recipe = Recipe(data=DataSpec(folders=(str(root),)), base=BaseSpec(name="efficientnet-lite0", input_size=size),
+                    head=HeadSpec(), training=TrainSpec(epochs=HEAD_EPOCHS, batch_size=BATCH_SIZE,
+                                                        learning_rate=LEARNING_RATE, early_stopping_patience=0))
+    base = backbones.build_base(recipe.base)
+    head_times = []
+    for n in range(3):
+        started = time.perf_counter()
+        training.train(recipe, base_model=base, out_dir=work / "runs" / f"cli-in-process-{n}")
+        head_times.append(time.perf_counter() - started)
+    head = sorted(head_times)[1]
+    noise = [line for line in warm.stderr.splitlines() if "I0000" in line or "cuInit" in line or "oneDNN" in line]
+    _log(f"tlstudio train on a warm cache: {whole:.2f} s in all, {head:.2f} s training in process; "
+         f"TensorFlow import {tf_import:.2f} s; C++ log lines shown: {len(noise)}")
+    return {
+        "tf_import_s": round(tf_import, 2),
+        "cli_warm_overhead_s": round(whole - head, 2),
+        "cli_cpp_log_lines": len(noise),
+    }
+
+
 # ------------------------------------------------------------------ GUI
 
 
@@ -341,13 +406,20 @@ def _gui_benchmarks(work: Path) -> dict[str, float]:
     for _ in range(3):
         started = time.time()
         launch = subprocess.run([sys.executable, __file__, "--launch-probe"], capture_output=True, text=True,
-                                env=env, timeout=300)
-        launches.append(_last_json(launch, "launch probe")["shown_at"] - started)
-    _log(f"launch to window: {', '.join(f'{s:.2f}' for s in launches)} s")
+                                env=env, timeout=PROBE_TIMEOUT_S + 60)
+        measured = _last_json(launch, "launch probe")
+        if not measured.get("painted_at"):
+            raise RuntimeError("The launch probe never saw the window's content on the screen (blank window).")
+        launches.append({**measured, "paint_s": measured["painted_at"] - started})
+    _log("launch to paint: " + ", ".join(f"{m['paint_s']:.2f} s (worst stalls {m['worst_ms_at_s'][:3]})"
+                                         for m in launches))
+    median = sorted(launches, key=lambda m: m["paint_s"])[1]
     return {
         "gui_stall_p99_ms": stalls["p99_ms"],
         "gui_stall_max_ms": stalls["max_ms"],
-        "launch_to_window_s": round(sorted(launches)[1], 2),
+        "launch_to_paint_s": round(median["paint_s"], 2),
+        "launch_stall_p99_ms": max(m["stall_p99_ms"] for m in launches),
+        "launch_stall_max_ms": max(m["stall_max_ms"] for m in launches),
     }
 
 
@@ -421,26 +493,84 @@ def _gui_probe() -> int:
 
 
 def _launch_probe() -> int:
-    """``tlstudio.gui.app.main`` as ``python -m tlstudio`` runs it, printing the time once the window is shown."""
+    """``tlstudio.gui.app.main`` as ``python -m tlstudio`` runs it, watching the window's pixels.
+
+    From ``show()`` on, a 30 ms timer reads the window back from the screen
+    (:func:`_window_has_content`) until it shows the window's content; a 10 ms
+    timer measures how late the main thread answers from that first frame
+    until TensorFlow is ready. Prints one JSON line and exits.
+    """
+    import numpy as np
     from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
 
     from tlstudio.gui import app, main_window
 
     original_show = main_window.MainWindow.show
+    ticks: list[float] = []
+    painted: list[float] = []
 
-    def show_and_report(window) -> None:
+    def show_and_watch(window) -> None:
         original_show(window)
+        probe = QTimer(window)
+        probe.setTimerType(probe.timerType().PreciseTimer)
+        probe.setInterval(PROBE_INTERVAL_MS)
+        probe.timeout.connect(lambda: ticks.append(time.time()))
+        grabber = QTimer(window)
+        grabber.setInterval(30)
+
+        def grab() -> None:
+            if _window_has_content(window):
+                painted.append(time.time())
+                ticks.append(painted[0])
+                grabber.stop()
+                probe.start()
+                if window.state.tensorflow_ready:
+                    report()
 
         def report() -> None:
-            print(json.dumps({"shown_at": time.time()}), flush=True)
+            times = np.asarray(ticks, dtype=np.float64) * 1000
+            stalls = np.maximum(np.diff(times) - PROBE_INTERVAL_MS, 0.0) if len(times) > 1 else np.zeros(1)
+            print(json.dumps({
+                "painted_at": painted[0],
+                "ready_at": time.time(),
+                "stall_p99_ms": round(float(np.percentile(stalls, 99)), 1),
+                "stall_max_ms": round(float(stalls.max()), 1),
+                "ticks": len(ticks),
+                "worst_ms_at_s": sorted(((round(float(s), 1), round(float(t) / 1000 - painted[0], 2))
+                                         for s, t in zip(stalls, times[1:])), reverse=True)[:5],
+            }), flush=True)
             os._exit(0)
 
-        QTimer.singleShot(0, report)
-        QApplication.processEvents()
+        def ready(is_ready: bool) -> None:
+            if is_ready and painted:
+                report()
 
-    main_window.MainWindow.show = show_and_report
+        grabber.timeout.connect(grab)
+        grabber.start()
+        window.state.tensorflow_ready_changed.connect(ready)
+        QTimer.singleShot(PROBE_TIMEOUT_S * 1000, lambda: (print(json.dumps({"painted_at": None}), flush=True),
+                                                          os._exit(1)))
+
+    main_window.MainWindow.show = show_and_watch
     return app.main([])
+
+
+def _window_has_content(window) -> bool:
+    """Whether the window's pixels, read back from the screen, show its widgets and text.
+
+    A window that is mapped but not painted yet reads back as nothing or one
+    colour; TL Studio's first page (sidebar, text, buttons) has many colours.
+    """
+    import numpy as np
+
+    image = window.screen().grabWindow(window.winId()).toImage()
+    if image.isNull() or image.width() < 100 or image.height() < 100:
+        return False
+    from PySide6.QtGui import QImage
+
+    image = image.convertToFormat(QImage.Format.Format_RGB32)
+    pixels = np.frombuffer(image.constBits(), dtype=np.uint32, count=image.sizeInBytes() // 4)
+    return len(np.unique(pixels[::7])) >= MIN_PAINTED_COLOURS
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ The engine is imported inside each command, never at the top: ``--help``,
 TensorFlow takes to import. A user's mistake (a :class:`UserError` or a bad
 argument) prints one line, ``tlstudio: error: ...``, and exits with 2; Ctrl+C
 asks long work to stop at its next check, a second Ctrl+C aborts, and either
-exits with 130. Anything else is a bug and keeps its traceback."""
+exits with 130. Anything else is a bug and keeps its traceback.
+
+TensorFlow's C++ start-up lines are hidden unless ``--debug`` is given or the
+user set ``TF_CPP_MIN_LOG_LEVEL`` (:mod:`tlstudio.core.spec.tensorflow_load`)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from tlstudio.cli.common import (
     print_error,
 )
 from tlstudio.cli.progress import ProgressRenderer
+from tlstudio.core.spec import tensorflow_load
 from tlstudio.core.spec.errors import Cancelled, UserError
 from tlstudio.core.spec.events import ShouldStop
 from tlstudio.core.spec.text import tlstudio_version
@@ -47,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     in :mod:`tlstudio.__main__`, so this module never imports the GUI.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "--debug" not in arguments:
+        tensorflow_load.install_quiet_import()
+        os.environ.setdefault(tensorflow_load.LOG_LEVEL_ENV, "2")
     _print_any_file_name()
     try:
         args = build_parser().parse_args(arguments)

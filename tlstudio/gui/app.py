@@ -2,14 +2,18 @@
 
 ``main()`` checks that a display and Qt's system libraries are there (printing
 what to install instead of Qt's abort), creates the application with its name,
-icon and the system's light or dark theme, shows the main window at once and
-imports TensorFlow in a worker (:func:`load_tensorflow`). Until it reports
+icon and the system's light or dark theme and shows the main window at once.
+Once its first frame is painted, a :class:`TensorFlowLoader` thread imports
+the other pages' modules (then the GUI thread builds the pages, one per
+event-loop turn) and TensorFlow. Until it reports
 ready, ``ProjectState.tensorflow_ready`` is False and actions that need
 TensorFlow are disabled, with "Loading TensorFlow…" in the status bar.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
 import time
 from importlib import resources
@@ -22,6 +26,9 @@ ORGANISATION = "TL Studio"
 ORGANISATION_DOMAIN = "tlstudio.org"
 SWITCH_INTERVAL_S = 0.001
 """How often the interpreter may hand its lock to another thread (see ``create_application``)."""
+AFTER_PAINT_MS = 30
+"""How long after the window's first paint event the heavy start-up work begins."""
+FIRST_FRAME_FALLBACK_MS = 3000
 
 
 def _resource(name: str):
@@ -126,19 +133,97 @@ def create_application(argv: Sequence[str] | None = None):
 
 
 def _import_tensorflow() -> None:
-    """Import TensorFlow and Keras, then set the mixed-precision policy before any base model is built."""
-    import tensorflow  # noqa: F401
+    """Import TensorFlow and Keras, then set the mixed-precision policy before any base model is built.
 
-    from tlstudio.core.train.acceleration import apply_policy
+    TensorFlow's native libraries are loaded without holding the interpreter
+    lock, its C++ start-up lines are hidden (:mod:`tlstudio.core.spec.tensorflow_load`)
+    and PySide6's import hook is set aside meanwhile (:mod:`tlstudio.gui.pyside_compat`).
+    """
+    from tlstudio.core.spec import tensorflow_load
+    from tlstudio.gui.pyside_compat import plain_imports
 
-    apply_policy()
+    quiet = not tensorflow_load.user_wants_native_logs()
+    with plain_imports(), tensorflow_load.quiet_native_logs() if quiet else contextlib.nullcontext():
+        tensorflow_load.import_tensorflow(quiet=False)
+        import keras  # noqa: F401
+
+        from tlstudio.core.train.acceleration import apply_policy
+
+        apply_policy()
 
 
-def load_tensorflow(on_event=None, should_stop=None) -> float:
-    """Import TensorFlow (:func:`_import_tensorflow`) in a worker; the seconds it took."""
-    started = time.perf_counter()
-    _import_tensorflow()
-    return time.perf_counter() - started
+def tensorflow_loader(modules: Sequence[str] = ()):
+    """A QThread that loads TensorFlow's native libraries, imports ``modules`` (the pages' own),
+    then TensorFlow (:func:`_import_tensorflow`).
+
+    Importing in a thread keeps the window answering: the interpreter hands its
+    lock back to the GUI thread every ``SWITCH_INTERVAL_S``. It emits
+    ``modules_ready`` once ``modules`` are imported (so the GUI thread can
+    build the pages without importing anything), then ``ready(seconds)``, or
+    ``failed(error)``.
+    """
+    from PySide6.QtCore import QThread, Signal
+
+    from tlstudio.core.spec.tensorflow_load import preload_native_libraries
+    from tlstudio.gui.pyside_compat import plain_imports
+
+    class TensorFlowLoader(QThread):
+        modules_ready = Signal()
+        ready = Signal(float)
+        failed = Signal(object)
+
+        def run(self) -> None:
+            started = time.perf_counter()
+            # First, while the GUI thread is idle: a thread that loads a library holds the dynamic
+            # loader's lock, and a GUI thread importing an extension meanwhile would wait for it
+            # while holding the interpreter lock, freezing the window for the whole load.
+            with contextlib.suppress(OSError):
+                preload_native_libraries()
+            with plain_imports():
+                for module in modules:
+                    try:
+                        importlib.import_module(module)
+                    except ImportError:  # the page shows what is missing when it is built
+                        pass
+            self.modules_ready.emit()
+            try:
+                _import_tensorflow()
+            except Exception as error:  # shown in the error dialog; the data page still works
+                self.failed.emit(error)
+            else:
+                self.ready.emit(time.perf_counter() - started)
+
+    return TensorFlowLoader()
+
+
+def when_painted(window, callback, fallback_ms: int = FIRST_FRAME_FALLBACK_MS) -> None:
+    """Call ``callback`` once, just after ``window`` has painted its first frame.
+
+    Heavy work (TensorFlow's import, building the other pages) waits for it,
+    so nothing competes with the first frame for the interpreter lock. If no
+    paint comes (a minimised window), ``fallback_ms`` after this call.
+    """
+    from PySide6.QtCore import QEvent, QObject, QTimer
+
+    done = False
+
+    def fire() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            window.removeEventFilter(watcher)
+            callback()
+
+    class _FirstPaint(QObject):
+        def eventFilter(self, watched, event) -> bool:
+            if event.type() == QEvent.Type.Paint and not done:
+                # The paint is being handled now; run the callback after it reaches the screen.
+                QTimer.singleShot(AFTER_PAINT_MS, fire)
+            return False
+
+    watcher = _FirstPaint(window)
+    window.installEventFilter(watcher)
+    QTimer.singleShot(fallback_ms, fire)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,21 +236,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_application([sys.argv[0]])
 
     from tlstudio.gui import errors
-    from tlstudio.gui.main_window import MainWindow
-    from tlstudio.gui.workers import JobKind, run_in_thread, stop_all
+    from tlstudio.gui.main_window import PAGES, MainWindow
+    from tlstudio.gui.workers import stop_all
 
     window = MainWindow()
     errors.install(window)
-    window.show()
-    window.build_pages_in_background()
+    loader = tensorflow_loader([module for _title, module, *_rest in PAGES])
+    loader.ready.connect(lambda _seconds: window.state.set_tensorflow_ready(True))
+    loader.failed.connect(window.tensorflow_failed)
     project = next((a for a in args if not a.startswith("-")), None)
-    if project:
-        window.open_project(project)
 
-    loader = run_in_thread(
-        load_tensorflow, on_done=lambda _seconds: window.state.set_tensorflow_ready(True),
-        on_error=window.tensorflow_failed, name="loading TensorFlow", kind=JobKind.TENSORFLOW,
-    )
+    def pages_importable() -> None:
+        window.build_pages_in_background()
+        if project:
+            window.open_project(project)
+
+    loader.modules_ready.connect(pages_importable)
+    when_painted(window, loader.start)
+    window.show()
     app.aboutToQuit.connect(lambda: stop_all(30_000))
     try:
         return app.exec()

@@ -42,7 +42,6 @@ class JobKind(enum.Enum):
     DEVICES = "devices"
     RUNS = "runs"
     CACHE = "feature cache"
-    TENSORFLOW = "tensorflow import"
     OTHER = "work"
 
     @property

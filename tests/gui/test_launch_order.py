@@ -1,0 +1,126 @@
+"""Launch order: the window paints before heavy work starts; TensorFlow loads off the GUI thread."""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+
+from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
+from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
+
+from tlstudio.gui import app as gui_app
+from tlstudio.gui import pyside_compat
+from tlstudio.gui.main_window import PAGES, MainWindow
+
+
+class _PaintClock(QObject):
+    """Records when a widget handles its paint events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.painted: list[float] = []
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.Paint:
+            self.painted.append(time.perf_counter())
+        return False
+
+
+def test_when_painted_waits_for_the_first_paint(qtbot):
+    widget = QLabel("content")
+    qtbot.addWidget(widget)
+    clock = _PaintClock()
+    widget.installEventFilter(clock)
+    called: list[float] = []
+    gui_app.when_painted(widget, lambda: called.append(time.perf_counter()), fallback_ms=60_000)
+    qtbot.wait(100)
+    assert called == []  # not shown, not painted: nothing starts
+    widget.show()
+    qtbot.waitUntil(lambda: len(called) == 1, timeout=5_000)
+    assert clock.painted and called[0] > clock.painted[0]
+    widget.update()
+    qtbot.wait(100)
+    assert len(called) == 1  # once only
+
+
+def test_when_painted_falls_back_when_no_paint_comes(qtbot):
+    widget = QWidget()  # never shown: no paint
+    qtbot.addWidget(widget)
+    called: list[bool] = []
+    gui_app.when_painted(widget, lambda: called.append(True), fallback_ms=50)
+    qtbot.waitUntil(lambda: called == [True], timeout=5_000)
+
+
+def test_loader_imports_the_pages_then_tensorflow_off_the_gui_thread(qtbot, monkeypatch):
+    threads: dict[str, int] = {}
+    order: list[str] = []
+    monkeypatch.setattr(gui_app, "_import_tensorflow", lambda: (order.append("tensorflow"),
+                                                               threads.setdefault("tf", threading.get_ident())))
+    loader = gui_app.tensorflow_loader(["json", "tlstudio.gui.no_such_page_module"])
+    loader.modules_ready.connect(lambda: order.append("modules"))
+    with qtbot.waitSignal(loader.ready, timeout=10_000):
+        loader.start()
+    loader.wait()
+    assert order == ["modules", "tensorflow"]  # a missing module does not stop the load
+    assert threads["tf"] != threading.get_ident()
+
+
+def test_loader_reports_a_failed_import(qtbot, monkeypatch):
+    def broken() -> None:
+        raise ImportError("libtensorflow_framework.so.2: cannot open shared object file")
+
+    monkeypatch.setattr(gui_app, "_import_tensorflow", broken)
+    loader = gui_app.tensorflow_loader()
+    with qtbot.waitSignal(loader.failed, timeout=10_000) as blocker:
+        loader.start()
+    loader.wait()
+    assert "libtensorflow_framework" in str(blocker.args[0])
+
+
+def test_main_starts_loading_only_after_the_window_has_painted(qtbot, tmp_path, monkeypatch):
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    clock = _PaintClock()
+    seen: dict[str, object] = {}
+    original_show = MainWindow.show
+
+    def show(window) -> None:
+        window.installEventFilter(clock)
+        seen["window"] = window
+        original_show(window)
+
+    def load() -> None:
+        seen["loaded_at"] = time.perf_counter()
+
+    def close_when_loaded() -> None:
+        window = seen.get("window")
+        if window is not None and window.state.tensorflow_ready:
+            timer.stop()
+            window.close()
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kw: QMessageBox.StandardButton.Discard)
+    monkeypatch.setattr(MainWindow, "show", show)
+    monkeypatch.setattr(gui_app, "_import_tensorflow", load)
+    timer = QTimer()
+    timer.timeout.connect(close_when_loaded)
+    timer.start(20)
+    assert gui_app.main([]) == 0
+    assert clock.painted and seen["loaded_at"] > clock.painted[0]
+
+
+def test_plain_imports_sets_pysides_import_hook_aside_and_back():
+    """Pins PySide6's private import hook: if an upgrade changes it, this fails first."""
+    assert pyside_compat.feature_import_active()  # PySide6 installs it when imported
+    hook = builtins.__import__
+    with pyside_compat.plain_imports():
+        assert builtins.__import__ is builtins.__orig_import__
+        import json  # noqa: F401  (imports still work)
+    assert builtins.__import__ is hook
+
+
+def test_page_modules_are_importable_for_the_loader():
+    import importlib
+
+    for _title, module, class_name, *_rest in PAGES:
+        assert hasattr(importlib.import_module(module), class_name)
