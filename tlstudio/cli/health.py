@@ -13,11 +13,11 @@ from tlstudio.cli.common import (
     UsageError,
     base_fields,
     existing_folders,
-    int_list,
+    hidden_units,
+    load_tensorflow,
     positive_int,
     print_json,
     print_table,
-    load_tensorflow,
     weights_choice,
 )
 from tlstudio.cli.progress import ProgressRenderer
@@ -72,7 +72,7 @@ def add_lr_find(commands: Any, common: argparse.ArgumentParser) -> None:
         epilog="Example: tlstudio lr-find --data photos/ --base efficientnet-lite0",
     )
     _data_arguments(sub, positional=False)
-    sub.add_argument("--hidden", type=int_list, metavar="N,N", help="hidden layer sizes of the head")
+    sub.add_argument("--hidden", type=hidden_units, metavar="N,N", help="hidden layer sizes of the head")
     sub.add_argument("--dropout", type=float, metavar="F", help="dropout of the head")
     sub.add_argument("--steps", type=positive_int, default=100, metavar="N", help="sweep steps (default 100)")
     sub.add_argument("--json", action="store_true", help="print the curve and suggestion as JSON")
