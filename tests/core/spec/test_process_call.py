@@ -69,6 +69,17 @@ def run_to_end(call: ProcessCall, timeout_s: float = 60.0) -> list[Outcome]:
     return messages
 
 
+def poll_until(call: ProcessCall, condition, timeout_s: float = 60.0) -> list[Outcome]:
+    """Poll the call until ``condition(messages read so far)`` holds; those messages."""
+    messages: list[Outcome] = []
+    deadline = time.monotonic() + timeout_s
+    while not condition(messages):
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {messages}"
+        messages += call.poll()
+        time.sleep(0.01)
+    return messages
+
+
 def test_events_then_the_result_arrive_in_order_with_env_set_first():
     call = ProcessCall(count, (3,), env={"TLSTUDIO_PROCESS_TEST": "yes"}, name="count")
     messages = run_to_end(call)
@@ -97,17 +108,9 @@ def test_an_error_comes_back_as_the_same_type_with_the_childs_traceback(kind):
 def test_a_stop_is_asked_and_the_child_stops_at_its_next_check(tmp_path):
     call = ProcessCall(wait_for_stop, (tmp_path / "m",), stop_grace_s=30)
     call.start()
-    deadline = time.monotonic() + 60
-    messages: list[Outcome] = []
-    while not messages:
-        assert time.monotonic() < deadline
-        messages += call.poll()
-        time.sleep(0.01)
+    messages = poll_until(call, bool)
     call.stop()
-    while not call.ended:
-        assert time.monotonic() < deadline
-        messages += call.poll()
-        time.sleep(0.01)
+    messages += poll_until(call, lambda _: call.ended)
     assert messages[-1].kind == "cancelled"
     assert call.wait(30)
 
@@ -116,17 +119,9 @@ def test_a_child_that_ignores_the_stop_is_terminated_and_still_cleans_up(tmp_pat
     marker = tmp_path / "marker"
     call = ProcessCall(ignore_stop, (marker,), stop_grace_s=0.2)
     call.start()
-    deadline = time.monotonic() + 60
-    messages: list[Outcome] = []
-    while not messages:
-        assert time.monotonic() < deadline
-        messages += call.poll()
-        time.sleep(0.01)
+    messages = poll_until(call, bool)
     call.stop()
-    while not call.ended:
-        assert time.monotonic() < deadline
-        messages += call.poll()
-        time.sleep(0.01)
+    messages += poll_until(call, lambda _: call.ended)
     assert messages[-1].kind == "cancelled"
     assert call.wait(30)
     assert marker.read_text() == "cleaned up"
@@ -135,17 +130,9 @@ def test_a_child_that_ignores_the_stop_is_terminated_and_still_cleans_up(tmp_pat
 def test_a_killed_child_is_a_clear_failure_not_a_hang(tmp_path):
     call = ProcessCall(ignore_stop, (tmp_path / "marker",), name="export")
     call.start()
-    deadline = time.monotonic() + 60
-    messages: list[Outcome] = []
-    while not messages:
-        assert time.monotonic() < deadline
-        messages += call.poll()
-        time.sleep(0.01)
+    messages = poll_until(call, bool)
     os.kill(call.pid, signal.SIGKILL)
-    while not call.ended:
-        assert time.monotonic() < deadline
-        messages += call.poll()
-        time.sleep(0.01)
+    messages += poll_until(call, lambda _: call.ended)
     assert messages[-1].kind == "failed"
     assert isinstance(messages[-1].value, RuntimeError)
     assert "export process ended unexpectedly (killed by signal 9)" in str(messages[-1].value)
@@ -155,3 +142,13 @@ def test_a_result_that_cannot_cross_is_reported_as_a_failure():
     messages = run_to_end(ProcessCall(unpicklable_result))
     assert [m.kind for m in messages] == ["failed"]
     assert "pickle" in str(messages[0].value).lower()
+
+
+def test_the_child_stops_when_its_caller_is_gone(tmp_path):
+    """The caller's end of the stop pipe closing (its app closed or crashed) is a stop request."""
+    call = ProcessCall(wait_for_stop, (tmp_path / "m",), stop_grace_s=30)
+    call.start()
+    messages = poll_until(call, bool)
+    call._stop.close()
+    messages += poll_until(call, lambda _: call.ended)
+    assert messages[-1].kind == "cancelled"

@@ -80,12 +80,12 @@ class ProcessCall:
         self._payload = pickle.dumps((fn, tuple(args), dict(kwargs or {})))
         context = multiprocessing.get_context("spawn")
         self._receive, send = context.Pipe(duplex=False)
-        self._stop = context.Event()
+        stop_receive, self._stop = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=_child_main, args=(self._payload, send, self._stop, dict(env or {})),
+            target=_child_main, args=(self._payload, send, stop_receive, dict(env or {})),
             name=f"tlstudio-{name}", daemon=True,
         )
-        self._send_end = send
+        self._child_ends = (send, stop_receive)
         self._stop_asked_at: float | None = None
         self._terminated_at: float | None = None
         self._ended = False
@@ -96,13 +96,17 @@ class ProcessCall:
     def start(self) -> None:
         """Start the child process (returns at once; the child imports what it needs itself)."""
         self._process.start()
-        self._send_end.close()  # the child holds the only sending end: EOF means it is gone
+        for end in self._child_ends:
+            end.close()  # the child holds these ends alone: EOF on either side means the other is gone
 
     def stop(self) -> None:
         """Ask the child to stop; escalate to SIGTERM and SIGKILL in :meth:`poll` if it does not."""
         if self._stop_asked_at is None:
             self._stop_asked_at = time.monotonic()
-        self._stop.set()
+            try:
+                self._stop.send(True)
+            except OSError:
+                pass  # the child has already gone
 
     @property
     def stopping(self) -> bool:
@@ -145,6 +149,7 @@ class ProcessCall:
             self._ended = True
         if self._ended and not self._receive.closed:
             self._receive.close()
+            self._stop.close()
             if self._stop_asked_at is None:
                 self._stop_asked_at = time.monotonic()  # a child still running after its outcome is ended too
         self._escalate()
@@ -196,13 +201,27 @@ class ProcessCall:
 
 
 def _child_main(payload: bytes, send: Any, stop: Any, env: dict[str, str]) -> None:
-    """The child process: run the function and send its events and outcome."""
+    """The child process: run the function and send its events and outcome.
+
+    A stop request arrives on the ``stop`` pipe; its end of file (the caller
+    has gone, its app was closed or crashed) counts as one too.
+    """
     os.environ.update(env)
     signal.signal(signal.SIGTERM, _raise_cancelled)
     from tlstudio.core.spec.tensorflow_load import install_quiet_import
 
     install_quiet_import()
     lock = threading.Lock()
+    stopped = threading.Event()
+
+    def should_stop() -> bool:
+        if not stopped.is_set():
+            try:
+                if stop.poll():
+                    stopped.set()
+            except (EOFError, OSError):
+                stopped.set()
+        return stopped.is_set()
 
     def post(kind: str, value: Any = None) -> None:
         with lock:
@@ -210,8 +229,8 @@ def _child_main(payload: bytes, send: Any, stop: Any, env: dict[str, str]) -> No
 
     try:
         fn, args, kwargs = pickle.loads(payload)
-        result = fn(*args, **kwargs, on_event=lambda event: post("event", event), should_stop=stop.is_set)
-        if stop.is_set():
+        result = fn(*args, **kwargs, on_event=lambda event: post("event", event), should_stop=should_stop)
+        if should_stop():
             raise Cancelled("Stopped on request.")
         post("done", result)
     except Cancelled:
