@@ -13,7 +13,6 @@ from tlstudio.gui.pages import export_page
 from tlstudio.gui.pages.export_page import ExportPage
 from tlstudio.gui.state import ProjectState
 
-
 # The export runs in a worker process: faults are injected there by these functions, which the
 # process finds by importing this module.
 

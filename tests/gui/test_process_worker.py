@@ -10,7 +10,6 @@ from tlstudio.gui import workers
 from tlstudio.gui.process_worker import run_in_process
 from tlstudio.gui.workers import JobKind
 
-
 # These run in the worker process, which imports this module to find them.
 
 def count(n: int, on_event, should_stop) -> int:

@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tlstudio.core.spec.errors import Cancelled, ExportError, ImageError, TensorNameError
+from tlstudio.core.spec.errors import (
+    Cancelled,
+    ExportError,
+    ImageError,
+    TensorNameError,
+)
 from tlstudio.core.spec.events import Progress
 from tlstudio.core.spec.process_call import Outcome, ProcessCall, RemoteTraceback
-
 
 # The functions below run in the child, which imports this module to find them.
 

@@ -29,8 +29,9 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from tlstudio.core.spec.errors import Cancelled
 
