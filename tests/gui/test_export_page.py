@@ -147,6 +147,26 @@ def test_a_not_recommended_int8_model_is_marked(qtbot, trained_state, tmp_path, 
     assert page.costs_table.rowCount() == 0 and page.costs_label.text() == "Costs not measured."
 
 
+def export_killed(*args, on_event, should_stop, **kwargs):
+    """The export process dies as if the system ran out of memory."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_an_export_process_that_dies_is_reported_and_the_page_still_works(qtbot, trained_state, tmp_path,
+                                                                          dialogs, monkeypatch):
+    monkeypatch.setattr(export_page, "export_run", export_killed)
+    page = ExportPage(trained_state)
+    qtbot.addWidget(page)
+    page.destination_edit.setText(str(tmp_path / "killed"))
+    assert export(qtbot, page) is None
+    assert len(dialogs) == 1 and "export process ended unexpectedly (killed by signal 9)" in dialogs[0]
+    assert not (tmp_path / "killed").exists()
+    assert page.export_button.isEnabled() and not page.cancel_button.isVisible()
+
+
 def test_the_export_runs_in_another_process_and_stop_ends_it_cleanly(qtbot, trained_state, tmp_path, dialogs,
                                                                      monkeypatch):
     """A converter that never checks for Stop: the window keeps answering, and Stop still ends it."""
