@@ -32,6 +32,14 @@ feature cache, through ``TLSTUDIO_HOME``). The last lines are ``name: value``:
 * ``gui_stall_p99_ms`` / ``gui_stall_max_ms`` — how late a 10 ms QTimer on the
   main thread of an offscreen TL Studio window fires while the Train page
   trains a tiny model (head and fine-tuning) through its real worker.
+* ``gui_stall_p99_ms_export`` / ``gui_stall_max_ms_export`` — the same while the
+  Export page exports that run in every format (TFLite float, fp16 and int8
+  conversion, the round-trip checks and the cost measurement included), from
+  pressing Export until its result is shown; the probe fails if the export does not finish.
+* ``gui_stall_p99_ms_base_model`` / ``gui_stall_max_ms_base_model`` — the same
+  while the Model page replaces a loaded VGG16 (random weights, 224 px) by EfficientNet-Lite0
+  (built in the app, which must hold the model: a worker thread, not a
+  process), from "Load base model" until 2 s after it is built.
 * ``launch_to_paint_s`` — ``python -m tlstudio`` (offscreen) from process
   start to the first frame with the window's content, read back from the
   screen (``QScreen.grabWindow`` every 30 ms; a blank or one-colour window
@@ -68,6 +76,7 @@ LEARNING_RATE = 1e-2
 CLASSES = ("circles", "squares", "stripes")
 PROBE_INTERVAL_MS = 10
 PROBE_SETTLE_MS = 500
+PROBE_TAIL_MS = 2000
 MIN_PAINTED_COLOURS = 16
 PROBE_TIMEOUT_S = int(os.environ.get("TLSTUDIO_BENCH_PROBE_TIMEOUT_S", "300"))
 
@@ -402,6 +411,10 @@ def _gui_benchmarks(work: Path) -> dict[str, float]:
     probe = subprocess.run([sys.executable, __file__, "--gui-probe"], capture_output=True, text=True, env=env,
                            timeout=900)
     stalls = _last_json(probe, "GUI probe")
+    if not stalls["export"]["finished"]:
+        raise RuntimeError(f"The GUI probe's export did not finish:\n{probe.stderr[-3000:]}")
+    _log(f"GUI stalls (worst ms at s): training {stalls['worst_ms_at_s'][:3]}, export "
+         f"{stalls['export']['worst_ms_at_s'][:3]}, base model {stalls['base_model']['worst_ms_at_s'][:3]}")
     launches = []
     for _ in range(3):
         started = time.time()
@@ -417,6 +430,10 @@ def _gui_benchmarks(work: Path) -> dict[str, float]:
     return {
         "gui_stall_p99_ms": stalls["p99_ms"],
         "gui_stall_max_ms": stalls["max_ms"],
+        "gui_stall_p99_ms_export": stalls["export"]["p99_ms"],
+        "gui_stall_max_ms_export": stalls["export"]["max_ms"],
+        "gui_stall_p99_ms_base_model": stalls["base_model"]["p99_ms"],
+        "gui_stall_max_ms_base_model": stalls["base_model"]["max_ms"],
         "launch_to_paint_s": round(median["paint_s"], 2),
         "launch_stall_p99_ms": max(m["stall_p99_ms"] for m in launches),
         "launch_stall_max_ms": max(m["stall_max_ms"] for m in launches),
@@ -431,17 +448,18 @@ def _last_json(process: subprocess.CompletedProcess, what: str) -> dict:
 
 
 def _gui_probe() -> int:
-    """In an offscreen main window, train a tiny model from the Train page while a 10 ms timer measures lateness."""
-    import numpy as np
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
+    """In an offscreen main window, train a tiny model from the Train page, then export it from the Export page,
+    while a 10 ms timer measures lateness."""
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
     from tlstudio.core.data.dataset import scan_dataset
     from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
-    from tlstudio.gui import main_window
+    from tlstudio.gui import errors, main_window
     from tlstudio.gui.app import create_application
 
     # An error dialog is modal and would wait for a click forever offscreen: report errors on stderr instead.
     main_window.show_error = lambda parent, error: print(f"error shown: {error!r}", file=sys.stderr, flush=True)
+    errors.ErrorDialog.exec = lambda dialog: print(f"error shown: {dialog.text()}", file=sys.stderr, flush=True) or 0
     app = create_application()
     home = Path(os.environ["TLSTUDIO_HOME"])
     window = main_window.MainWindow(settings=QSettings(str(home / "settings.ini"), QSettings.Format.IniFormat))
@@ -463,6 +481,52 @@ def _gui_probe() -> int:
     QTimer.singleShot(PROBE_SETTLE_MS, settle.quit)
     settle.exec()
 
+    training = _stall_probe(page.start, page.finished)
+    training["finished"] = page.result is not None
+
+    # Export the run just trained in every format, its round-trip checks and cost measurement included.
+    export_page = window.pages["Export"]
+    window.stack.setCurrentWidget(export_page)
+    export_page.destination_edit.setText(str(home / "export"))
+    for box in export_page.format_boxes.values():
+        box.setChecked(True)
+    export_page.measure_box.setChecked(True)
+    settle = QEventLoop()
+    QTimer.singleShot(PROBE_SETTLE_MS, settle.quit)
+    settle.exec()
+    export = _stall_probe(export_page.start_export, export_page.export_finished)
+    export["finished"] = export_page.report is not None
+
+    # Replace the base model by EfficientNet-Lite0 (weights ship offline) from the Model page, then let the
+    # page show the new network for a while (its drawing is part of what the user waits for).
+    # The issue this measures: a loaded VGG16 replaced by Lite0 (random VGG weights: nothing is downloaded).
+    from tlstudio.core.model.backbones import build_base
+    from tlstudio.core.spec.recipe import BaseSpec
+
+    model_page = window.pages["Model"]
+    window.stack.setCurrentWidget(model_page)
+    vgg = BaseSpec(name="vgg16", weights="none", input_size=224)
+    state.set_recipe(state.recipe.replace(base=vgg, cut_tensor=None))
+    state.set_base_model(build_base(vgg))
+    del vgg
+    panel = model_page.base_panel
+    panel.choose_base("efficientnet-lite0", False)
+    settle = QEventLoop()
+    QTimer.singleShot(PROBE_SETTLE_MS, settle.quit)
+    settle.exec()
+    base_model = _stall_probe(panel.load_base_model, panel.base_built, tail_ms=PROBE_TAIL_MS)
+    base_model["finished"] = state.base_model is not None and "efficientnet" in state.recipe.base.name
+    print(json.dumps({**training, "export": export, "base_model": base_model}))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _stall_probe(start, finished_signal, tail_ms: int = 0) -> dict:
+    """Call ``start`` from the event loop and measure how late a 10 ms timer fires until ``finished_signal``
+    (and ``tail_ms`` after it)."""
+    import numpy as np
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
+
     clock = QElapsedTimer()
     ticks: list[int] = []
     probe = QTimer()
@@ -470,26 +534,23 @@ def _gui_probe() -> int:
     probe.setInterval(PROBE_INTERVAL_MS)
     probe.timeout.connect(lambda: ticks.append(clock.nsecsElapsed()))
     loop = QEventLoop()
-    page.finished.connect(lambda _result: loop.quit())
+    finished_signal.connect(lambda _result: QTimer.singleShot(tail_ms, loop.quit))
     clock.start()
     probe.start()
-    QTimer.singleShot(0, page.start)
+    QTimer.singleShot(0, start)
     QTimer.singleShot(PROBE_TIMEOUT_S * 1000, loop.quit)
     loop.exec()
     probe.stop()
     times = np.asarray(ticks, dtype=np.float64) / 1e6
     stalls = np.maximum(np.diff(times) - PROBE_INTERVAL_MS, 0.0)
     worst = np.argsort(stalls)[::-1][:5]
-    print(json.dumps({
+    return {
         "p99_ms": round(float(np.percentile(stalls, 99)), 1),
         "max_ms": round(float(stalls.max()), 1),
         "ticks": len(ticks),
         "seconds": round(clock.elapsed() / 1000, 1),
-        "finished": page.result is not None,
         "worst_ms_at_s": [[round(float(stalls[i]), 1), round(float(times[i]) / 1000, 2)] for i in worst],
-    }))
-    sys.stdout.flush()
-    os._exit(0)
+    }
 
 
 def _launch_probe() -> int:

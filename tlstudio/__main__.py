@@ -38,4 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import multiprocessing
+
+    multiprocessing.freeze_support()  # a bundled app starts its worker processes through this entry
     raise SystemExit(main())

@@ -32,6 +32,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "val_fraction": Field("float", 0.0, 1.0),
         "seed": Field("int", 0, 2**32 - 1),
         "excluded_classes": Field("[str]"),
+        "excluded_files": Field("[str]"),
+        "relabels": Field("[[str]]"),
     },
     "base": {
         "name": Field("str"),
@@ -75,6 +77,7 @@ _KIND_WORDS = {
     "str?": "a string or null",
     "[str]": "a list of strings",
     "[int]": "a list of whole numbers",
+    "[[str]]": "a list of lists of strings",
 }
 
 

@@ -1,7 +1,11 @@
 """The Export page: write the trained model in the chosen formats, show the checks and what each costs.
 
 It exports the last run (``ProjectState.last_run``) or a run folder the user
-picks, with :func:`tlstudio.core.use.export.export_run` in a worker thread. Every
+picks, with :func:`tlstudio.core.use.export.export_run` in a worker process
+(:mod:`tlstudio.gui.process_worker`): the TFLite converters hold Python's
+interpreter lock for seconds, which from a thread would freeze the window. The
+process runs on the CPU (``EXPORT_ENV``), so it never competes with the app's
+TensorFlow for GPU memory; converting and checking need no GPU. Every
 artifact is run on validation images after writing and compared with the
 in-app model; the table shows how closely each agrees (quantised ones: top-1
 agreement with its interval and accuracy next to the in-app model's; one that
@@ -40,8 +44,9 @@ from tlstudio.core.spec.errors import ExportError
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.use.export import DEFAULT_FORMATS, FORMATS, ExportReport, export_run
 from tlstudio.gui.errors import show_error
+from tlstudio.gui.process_worker import ProcessHandle, run_in_process
 from tlstudio.gui.state import ProjectState
-from tlstudio.gui.workers import JobKind, WorkerHandle, run_in_thread
+from tlstudio.gui.workers import JobKind
 
 FORMAT_INFO = {
     "keras": ("Keras (.keras)", "The Keras 3 model: load it in Python with keras.saving.load_model()."),
@@ -55,6 +60,10 @@ FORMAT_INFO = {
                     "calibrated on training images of every class, judged on its accuracy."),
     "onnx": ("ONNX", "For ONNX Runtime, C#, C++ and other frameworks; input 'image', output 'probabilities'."),
 }
+
+
+EXPORT_ENV = {"CUDA_VISIBLE_DEVICES": "-1"}
+"""Added to the export process's environment: it runs on the CPU."""
 
 
 def default_destination(run_dir: Path) -> Path:
@@ -77,7 +86,7 @@ class ExportPage(QWidget):
         self.state = state
         self.run_dir: Path | None = None
         self.report: ExportReport | None = None
-        self._handle: WorkerHandle | None = None
+        self._handle: ProcessHandle | None = None
         self._build()
         state.run_finished.connect(self._on_run_finished)
         state.tensorflow_ready_changed.connect(lambda _ready: self._update_enabled())
@@ -286,7 +295,7 @@ class ExportPage(QWidget):
     # ----- exporting -----
 
     def start_export(self) -> None:
-        """Export the run in a worker thread; results arrive in the table."""
+        """Export the run in a worker process; results arrive in the table."""
         if self._handle is not None or self.run_dir is None:
             return
         destination = Path(self.destination_edit.text().strip()).expanduser()
@@ -298,10 +307,10 @@ class ExportPage(QWidget):
         self.open_button.setEnabled(False)
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
-        self.progress_label.setText("Loading the model…")
+        self.progress_label.setText("Starting the export: loading TensorFlow and the model…")
         self.cancel_button.setVisible(True)
         self.state.busy.emit("Exporting…")
-        self._handle = run_in_thread(
+        self._handle = run_in_process(
             partial(export_run, measure_costs=self.measure_box.isChecked()),
             self.run_dir,
             destination,
@@ -311,7 +320,7 @@ class ExportPage(QWidget):
             on_done=self._on_done,
             on_error=self._on_error,
             on_cancel=self._on_cancelled,
-            name="export", kind=JobKind.EXPORT,
+            name="export", kind=JobKind.EXPORT, env=EXPORT_ENV,
         )
         self._handle.finished.connect(self._on_ended)
         self._update_enabled()
