@@ -13,7 +13,7 @@ from tlstudio.cli.common import (
     UsageError,
     base_fields,
     existing_folders,
-    int_list,
+    hidden_units,
     positive_int,
     print_json,
     print_table,
@@ -22,6 +22,7 @@ from tlstudio.cli.common import (
 )
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import counted
 
 DEFAULT_BASE = "efficientnet-lite0"
 
@@ -72,7 +73,7 @@ def add_lr_find(commands: Any, common: argparse.ArgumentParser) -> None:
         epilog="Example: tlstudio lr-find --data photos/ --base efficientnet-lite0",
     )
     _data_arguments(sub, positional=False)
-    sub.add_argument("--hidden", type=int_list, metavar="N,N", help="hidden layer sizes of the head")
+    sub.add_argument("--hidden", type=hidden_units, metavar="N,N", help="hidden layer sizes of the head")
     sub.add_argument("--dropout", type=float, metavar="F", help="dropout of the head")
     sub.add_argument("--steps", type=positive_int, default=100, metavar="N", help="sweep steps (default 100)")
     sub.add_argument("--json", action="store_true", help="print the curve and suggestion as JSON")
@@ -288,5 +289,5 @@ def _cmd_map(args: argparse.Namespace, progress: ProgressRenderer, should_stop: 
     if args.json:
         print_json(fmap.to_dict())
     else:
-        print(f"Wrote the map of {len(items)} images to {path}")
+        print(f"Wrote the map of {counted(len(items), 'image')} to {path}")
     return EXIT_OK

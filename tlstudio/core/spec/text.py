@@ -1,12 +1,27 @@
 """How TL Studio writes numbers for people, the same in the app, the CLI and exported files.
 
-Durations as ``1:02:05``, tensor shapes without the batch axis, and the
-installed TL Studio version.
+Counts meeting nouns (``1 class``, ``2 classes``), durations as ``1:02:05``,
+tensor shapes without the batch axis, and the installed TL Studio version.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
+
+_IRREGULAR = {"class": "classes", "match": "matches", "batch": "batches", "address": "addresses"}
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``counted(1, "class")`` → ``"1 class"``; ``counted(1234, "image")`` → ``"1,234 images"``, never "1 classes".
+
+    The plural adds ``s`` unless ``plural`` is given or the last word is one of the known irregular ones.
+    """
+    if count == 1:
+        return f"{count} {noun}"
+    if plural is None:
+        head, _, last = noun.rpartition(" ")
+        plural = (head + " " if head else "") + _IRREGULAR.get(last, last + "s")
+    return f"{count:,} {plural}"
 
 
 def duration_text(seconds: float | None, unknown: str = "?") -> str:
