@@ -42,8 +42,8 @@ def _visible_rows(tree):
 def test_each_residual_block_is_one_folded_row_followed_by_its_join(view):
     tree = view.tree
     unit = view.unit_index("block3b_add:0")
-    assert _text(view, unit) == "block3b: 8 layers + skip (add)"
-    assert _text(view, unit, COLUMNS.index("Type")) == "Residual"
+    assert _text(view, unit) == "block3b + skip (add)"
+    assert _text(view, unit, COLUMNS.index("Type")) == "8 layers"
     assert not tree.isExpanded(unit), "the branch's layers are folded away"
     assert view.model.rowCount(unit) == 8
     assert _text(view, view.model.index(0, 0, unit)) == "block3b_expand_conv:0"
@@ -51,6 +51,7 @@ def test_each_residual_block_is_one_folded_row_followed_by_its_join(view):
     assert join.parent() == unit.parent() and join.row() == unit.row() + 1, "the join follows its block"
     assert _text(view, join) == "⊕ block3b_add:0"
     assert "Join: block3b's branch and the skip connection meet here" in view.model.itemFromIndex(join).toolTip()
+    assert view.model.itemFromIndex(unit).toolTip().startswith("block3b: 8 layers + skip (add).\nA residual block")
     assert "cannot be the cut" in view.model.itemFromIndex(unit).toolTip()
     assert len(view.branch_units()) == 9
     shown = [_text(view, index) for index in _visible_rows(tree)]
@@ -82,6 +83,33 @@ def test_units_past_the_cut_are_dimmed_and_the_cut_join_is_marked(view):
 def test_a_cut_inside_a_folded_block_unfolds_it(qtbot, view):
     view.set_cut("block5b_dwconv:0")
     qtbot.waitUntil(lambda: view.tree.isExpanded(view.unit_index("block5b_add:0")))
+
+
+def test_the_cut_row_stays_in_view_while_the_model_page_fills_in(qtbot, lite0_infos):
+    from tlstudio.gui.pages.model_page import ModelPage
+    from tlstudio.gui.state import ProjectState
+
+    state = ProjectState()
+    state.update("base", name="efficientnet-lite0", input_size=64)
+    page = ModelPage(state)
+    qtbot.addWidget(page)
+    page.resize(1130, 800)
+    page.show()
+    with qtbot.waitSignal(page.summary_ready, timeout=60_000):
+        state.set_base_model(build_base(BaseSpec(name="efficientnet-lite0", input_size=64)))
+    view = page.network_view
+    tree = view.tree
+    assert view.cut == "top_activation:0"
+
+    def cut_in_view():
+        return tree.viewport().rect().contains(tree.visualRect(view.index_of(view.cut)))
+
+    qtbot.wait(2_000)  # the page lays itself out around the new model
+    assert cut_in_view()
+    tree.verticalScrollBar().triggerAction(tree.verticalScrollBar().SliderAction.SliderToMinimum)
+    page.resize(1130, 760)
+    qtbot.wait(50)
+    assert not cut_in_view(), "after the user scrolls away, a resize leaves the view where the user put it"
 
 
 def test_vgg_has_no_folded_rows_and_no_join_legend(qtbot):

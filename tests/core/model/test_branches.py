@@ -34,6 +34,7 @@ def test_lite0_residual_blocks_are_units_that_join_at_their_add(lite0_infos):
     assert block3b.join == "block3b_add:0" and block3b.join_type == "Add" and block3b.skip
     assert block3b.members[0] == "block3b_expand_conv:0" and block3b.members[-1] == "block3b_project_bn:0"
     assert block3b.summary() == "block3b: 8 layers + skip (add)"
+    assert block3b.label() == "block3b + skip (add)"
     by_name = {info.name: info for info in lite0_infos}
     assert all(not by_name[m].cuttable and by_name[m].joins_at == "block3b_add:0" for m in block3b.members)
     assert by_name["block3b_add:0"].cuttable
@@ -45,6 +46,7 @@ def test_parallel_paths_are_a_unit_without_a_skip():
     assert unit.members == ("mixed_left:0", "mixed_right:0") and unit.join == "mixed_concat:0"
     assert not unit.skip
     assert unit.summary() == "mixed: 2 layers on parallel paths (concatenate)"
+    assert unit.label() == "mixed: parallel paths (concatenate)"
 
 
 def test_a_plain_chain_has_no_units(tiny_vgg):

@@ -5,7 +5,7 @@ back to their input (the skip connection); Inception-style blocks run parallel
 paths and concatenate them. In the tensor catalogue such a block is a run of
 tensors that cannot be cut, followed by the join (``block3b_add:0``) where the
 model can be cut again. :func:`branch_units` names those runs so that a view
-can fold them into one line, ``block3b: 8 layers + skip (add)``.
+can fold them into one row, ``block3b + skip (add)``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,13 @@ class BranchUnit:
     join_type: str
     skip: bool
 
+    def label(self) -> str:
+        """A row's worth: ``block3b + skip (add)``, or ``mixed: parallel paths (concatenate)``."""
+        how = " + skip" if self.skip else ": parallel paths"
+        return f"{self.name}{how} ({self.join_type.lower()})"
+
     def summary(self) -> str:
-        """``block3b: 8 layers + skip (add)``, or ``… 6 layers on parallel paths (concatenate)``."""
+        """``block3b: 8 layers + skip (add)``, or ``mixed: 2 layers on parallel paths (concatenate)``."""
         how = "+ skip" if self.skip else "on parallel paths"
         return f"{self.name}: {counted(len(self.members), 'layer')} {how} ({self.join_type.lower()})"
 

@@ -12,7 +12,7 @@ tensor name is elided in the middle), and the cut row is scrolled into view.
 
 In a network with branches (EfficientNet-Lite0's residual blocks) the tensors
 inside one block's branch fold into a collapsed row of their own,
-``block3b: 8 layers + skip (add)`` (``core.branches``), followed by the join
+``block3b + skip (add) · 8 layers`` (``core.branches``), followed by the join
 (``⊕ block3b_add:0``), where the branch and the skip meet and the model can be
 cut again.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
@@ -85,6 +85,7 @@ class NetworkView(QWidget):
         self._fine_tuned: frozenset[str] = frozenset()
         self._units: dict[str, tuple[BranchUnit, QStandardItem]] = {}
         self._syncing = False
+        self._keep_cut_in_view = False
 
         self.model = QStandardItemModel(0, len(COLUMNS), self)
         self.model.setHorizontalHeaderLabels(list(COLUMNS))
@@ -109,6 +110,10 @@ class NetworkView(QWidget):
         self.tree.setColumnHidden(len(COLUMNS) - 1, True)
         self.tree.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.tree.selectionModel().currentRowChanged.connect(self._on_current_changed)
+        # The view grows as the page around it fills in after a model loads; until the user scrolls,
+        # each resize brings the cut row back into view.
+        self.tree.viewport().installEventFilter(self)
+        self.tree.verticalScrollBar().actionTriggered.connect(self._user_scrolled)
 
         legend = QHBoxLayout()
         legend.setContentsMargins(0, 0, 0, 0)
@@ -207,6 +212,7 @@ class NetworkView(QWidget):
         self._cut = name
         self._restyle()
         item = self._items.get(name) if name else None
+        self._keep_cut_in_view = item is not None
         self._syncing = True
         try:
             if item is None:
@@ -222,6 +228,14 @@ class NetworkView(QWidget):
                 QTimer.singleShot(0, self, lambda n=name: self._scroll_to(n))
         finally:
             self._syncing = False
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize and self._keep_cut_in_view and self._cut:
+            QTimer.singleShot(0, self, lambda n=self._cut: self._scroll_to(n))
+        return super().eventFilter(watched, event)
+
+    def _user_scrolled(self, _action: int) -> None:
+        self._keep_cut_in_view = False
 
     def _scroll_to(self, name: str) -> None:
         item = self._items.get(name)
@@ -280,7 +294,7 @@ class NetworkView(QWidget):
         return items[0]
 
     def _unit_row(self, unit: BranchUnit, parent: QStandardItem) -> QStandardItem:
-        items = [QStandardItem(unit.summary())] + [QStandardItem("") for _ in COLUMNS[1:]]
+        items = [QStandardItem(unit.label())] + [QStandardItem("") for _ in COLUMNS[1:]]
         for item in items:
             item.setFlags(Qt.ItemFlag.ItemIsEnabled)
         parent.appendRow(items)
@@ -300,7 +314,7 @@ class NetworkView(QWidget):
         parent = group.parent() or self.model.invisibleRootItem()
         row = group.row()
         parent.child(row, 1).setText(counted(len(children), "layer"))
-        parent.child(row, 2).setText(format_shape(children[-1].shape))
+        parent.child(row, 2).setText(shape_text(children[-1].shape, separator="×"))
         parent.child(row, 3).setText(f"{sum(c.params for c in children):,}")
         parent.child(row, 3).setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if children[-1].layer_type == "MaxPooling2D":
@@ -314,14 +328,14 @@ class NetworkView(QWidget):
         children = self._infos_under(group)
         parent = group.parent() or self.model.invisibleRootItem()
         row = group.row()
-        parent.child(row, 1).setText("Residual" if unit.skip else "Branches")
+        parent.child(row, 1).setText(counted(len(children), "layer"))
         parent.child(row, 3).setText(f"{sum(c.params for c in children):,}")
         parent.child(row, 3).setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if unit.skip:
-            what = (f"A residual block: its {counted(len(children), 'layer')} compute a change that "
+            what = (f"{unit.summary()}.\nA residual block: its {counted(len(children), 'layer')} compute a change that "
                     f"{unit.join} adds to the block's input, which skips past them unchanged.")
         else:
-            what = (f"{counted(len(children), 'layer')} on parallel paths that {unit.join} "
+            what = (f"{unit.summary()}.\n{counted(len(children), 'layer')} on parallel paths that {unit.join} "
                     f"({unit.join_type}) combines.")
         tip = (f"{what}\nTensors inside cannot be the cut: the join also needs the other path. "
                f"Cut at {unit.join} ({JOIN_MARK}) or earlier. Expand to see the layers.")
