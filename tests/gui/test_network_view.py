@@ -122,3 +122,16 @@ def test_vgg_has_no_folded_rows_and_no_join_legend(qtbot):
     assert _text(widget, group) == "block1" and _text(widget, group, 1) == "3 layers"
     assert widget.model.itemFromIndex(group).toolTip().startswith("VGG block 1")
     assert widget.model.itemFromIndex(group).flags() & Qt.ItemFlag.ItemIsSelectable == Qt.ItemFlag.NoItemFlags
+
+
+def test_receptive_field_words_read_right(view):
+    from types import SimpleNamespace
+
+    from tlstudio.gui.widgets.cut_details import field_caption
+
+    caption = field_caption(SimpleNamespace(receptive_field=851, jump=32), 128)
+    assert caption.startswith("Receptive field: each value is computed from an 851 × 851-pixel patch")
+    assert "a 3 × 3-pixel" in field_caption(SimpleNamespace(receptive_field=3, jump=1), 32)
+    tip = view.model.itemFromIndex(view.index_of("block4a_dwconv:0")).toolTip()
+    assert "Each value sees an 83×83-pixel patch" in tip
+    assert "Each value sees a 3×3-pixel patch" in view.model.itemFromIndex(view.index_of("stem_conv:0")).toolTip()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tlstudio.core.spec.text import counted, duration_text, shape_text, tlstudio_version
+from tlstudio.core.spec.text import article, counted, duration_text, shape_text, tlstudio_version
 
 
 def test_counts_agree_with_their_number():
@@ -14,6 +14,12 @@ def test_counts_agree_with_their_number():
     assert counted(3, "unreadable image") == "3 unreadable images"
     assert counted(2, "training batch") == "2 training batches"
     assert counted(2, "cactus", "cacti") == "2 cacti"
+
+
+def test_the_article_follows_how_the_number_is_said():
+    assert [article(n) for n in (1, 3, 8, 11, 18, 80, 100, 110, 851, 1100, 11000, 18500, 110000)] == [
+        "a", "a", "an", "an", "an", "an", "a", "a", "an", "a", "an", "an", "a"
+    ]
 
 
 def test_durations():

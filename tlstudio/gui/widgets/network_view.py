@@ -28,7 +28,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QStandardItem, QStand
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
 from tlstudio.core.model.branches import BranchUnit, branch_units
-from tlstudio.core.spec.text import counted, shape_text
+from tlstudio.core.spec.text import article, counted, shape_text
 
 FROZEN_COLOUR = QColor(110, 140, 185, 70)
 TRAINABLE_COLOUR = QColor(60, 175, 80, 95)
@@ -271,7 +271,7 @@ class NetworkView(QWidget):
             tip = f"{info.name}: output of the {info.layer_type} layer '{info.layer}'. Click to attach the head here."
             if info.receptive_field is not None and info.jump is not None:
                 tip += (
-                    f"\nEach value sees a {info.receptive_field}×{info.receptive_field}-pixel patch of the "
+                    f"\nEach value sees {article(info.receptive_field)} {info.receptive_field}×{info.receptive_field}-pixel patch of the "
                     f"input; neighbouring values are {info.jump} px apart."
                 )
         else:
