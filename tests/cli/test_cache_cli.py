@@ -28,7 +28,7 @@ def test_status_lists_the_sets_and_clear_empties_them(tmp_path, capsys):
     assert status["entries"] == 4 and status["bytes"] >= 4 * 16 * 4 and len(status["sets"]) == 1
     assert "block5_pool:0" in status["sets"][0]["description"]
     assert cli.main(["cache"]) == 0
-    assert "4 image feature(s) in 1 set(s)" in capsys.readouterr().out
+    assert "4 image features in 1 set," in capsys.readouterr().out
     assert cli.main(["cache", "clear"]) == 0
     assert "Cleared the feature cache" in capsys.readouterr().out
     assert cli.main(["cache", "status", "--json"]) == 0

@@ -266,3 +266,12 @@ def test_data_warns_about_imbalanced_classes_like_the_app(tmp_path, capsys):
     balanced = make_sample_folders(tmp_path / "balanced", per_class=3)
     assert cli.main(["data", str(balanced)]) == 0
     assert "imbalanced" not in capsys.readouterr().out
+
+
+def test_data_counts_meet_their_nouns(tmp_path, capsys):
+    root = make_sample_folders(tmp_path / "data", classes=("only",), per_class=1)
+    (root / "only" / "notes.txt").write_text("not an image", encoding="utf-8")
+    assert cli.main(["data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "1 class, 1 usable image (" in out and "Skipped 1 file:" in out
+    assert "classes" not in out.split("\n")[0] and "(s)" not in out

@@ -44,8 +44,9 @@ def test_status_column_resume_and_broken_folders(qtbot, interrupted):
     qtbot.addWidget(page)
     qtbot.waitUntil(lambda: len(page.runs) == 1 and page.job is None, timeout=30_000)
     status_column = COLUMNS.index("Status")
+    assert "<b>1 run</b>" in page.folder_label.text()
     assert page.table.item(0, status_column).text().startswith("interrupted: Training stopped: the device ran out")
-    assert "1 broken run folder" in page.folder_label.text() and broken.name in page.folder_label.text()
+    assert "1 broken run folder, not listed" in page.folder_label.text() and broken.name in page.folder_label.text()
 
     page.table.selectRow(0)
     assert page.resume_button.isEnabled()

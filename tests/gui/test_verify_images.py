@@ -47,6 +47,7 @@ def test_the_bar_runs_in_the_background_and_reports(qtbot, damaged):
     qtbot.addWidget(bar)
     bar.offer(scan_dataset([damaged]))
     assert not bar.isHidden()
+    assert bar.label.text().startswith("1 file looks damaged (see Problems)")
     with qtbot.waitSignal(bar.verified, timeout=30_000) as blocker:
         qtbot.mouseClick(bar.verify_button, Qt.MouseButton.LeftButton)
     assert len(blocker.args[0].bad) == 1

@@ -9,6 +9,7 @@ from tlstudio.cli.common import EXIT_OK, print_json, print_table, split_argument
 from tlstudio.core.data.balance import imbalance_warning
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import counted
 
 
 def add_data(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -74,8 +75,8 @@ def _print_data_report(dataset: Any) -> None:
     if show_test:
         split_text += f", {len(dataset.test)} test"
     print(
-        f"Layout: {dataset.layout}. {len(dataset.classes)} classes, "
-        f"{sum(counts.values())} usable images ({split_text})"
+        f"Layout: {dataset.layout}. {counted(len(dataset.classes), 'class')}, "
+        f"{counted(sum(counts.values()), 'usable image')} ({split_text})"
     )
     if rows:
         print()
@@ -86,13 +87,13 @@ def _print_data_report(dataset: Any) -> None:
         print(f"Excluded classes: {', '.join(dataset.excluded_classes)}")
     if dataset.skipped:
         print(
-            f"\nSkipped {len(dataset.skipped)} file{'s' if len(dataset.skipped) != 1 else ''}:"
+            f"\nSkipped {counted(len(dataset.skipped), 'file')}:"
         )
         for skipped in dataset.skipped:
             print(f"  {skipped.path}: {skipped.reason}")
     if dataset.duplicates:
         print(
-            f"\n{len(dataset.duplicates)} group(s) of byte-identical files, each kept on one side of the split:"
+            f"\n{counted(len(dataset.duplicates), 'group')} of byte-identical files, each kept on one side of the split:"
         )
         for group in dataset.duplicates:
             print("  " + " = ".join(group))

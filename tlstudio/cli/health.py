@@ -22,6 +22,7 @@ from tlstudio.cli.common import (
 )
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import counted
 
 DEFAULT_BASE = "efficientnet-lite0"
 
@@ -288,5 +289,5 @@ def _cmd_map(args: argparse.Namespace, progress: ProgressRenderer, should_stop: 
     if args.json:
         print_json(fmap.to_dict())
     else:
-        print(f"Wrote the map of {len(items)} images to {path}")
+        print(f"Wrote the map of {counted(len(items), 'image')} to {path}")
     return EXIT_OK

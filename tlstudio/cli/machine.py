@@ -16,6 +16,7 @@ from tlstudio.cli.common import (
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.bases import DOWNLOADABLE_BASES, NAMED_BASES
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import counted
 
 
 def add_weights(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -198,7 +199,7 @@ def _cmd_cache_status(
         )
         print()
     print(
-        f"{state.entries} image feature(s) in {len(state.sets)} set(s), {state.bytes / 2**20:.1f} MB of "
+        f"{counted(state.entries, 'image feature')} in {counted(len(state.sets), 'set')}, {state.bytes / 2**20:.1f} MB of "
         f"{state.limit_bytes / 2**20:.0f} MB, in {state.path}"
     )
     return EXIT_OK

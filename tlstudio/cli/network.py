@@ -24,6 +24,7 @@ from tlstudio.cli.common import (
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import counted
 from tlstudio.core.spec.text import shape_text
 
 
@@ -352,7 +353,8 @@ def _cmd_compare_cuts(
         numeric={1, 2, 3, 4},
     )
     print(
-        f"\n{len(dataset.train)} training and {len(dataset.val)} validation images, {len(dataset.classes)} classes"
+        f"\n{len(dataset.train)} training and {len(dataset.val)} validation images, "
+        f"{counted(len(dataset.classes), 'class')}"
     )
     return EXIT_OK
 

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from tlstudio.core.spec.text import duration_text
+from tlstudio.core.spec.text import counted, duration_text
 from tlstudio.core.spec.events import (
     BatchEnded,
     EpochEnded,
@@ -93,8 +93,8 @@ class ProgressRenderer:
             self._phase = event
             self._drop_live()
             self.line(
-                f"{event.name}: {event.epochs} epoch{'s' if event.epochs != 1 else ''} of "
-                f"{event.steps_per_epoch} batches, learning rate {event.learning_rate:g}"
+                f"{event.name}: {counted(event.epochs, 'epoch')} of "
+                f"{counted(event.steps_per_epoch, 'batch')}, learning rate {event.learning_rate:g}"
             )
         elif isinstance(event, BatchEnded):
             self._batch(event)

@@ -26,6 +26,7 @@ from tlstudio.cli.common import (
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import ShouldStop
+from tlstudio.core.spec.text import counted
 
 
 def add_predict(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -412,7 +413,7 @@ def _cmd_evaluate(
         )
         return EXIT_OK
     split = "validation" if result.split == "val" else "test"
-    print(f"{result.images} {split} images of {result.run}")
+    print(f"{counted(result.images, split + ' image')} of {result.run}")
     print(
         f"accuracy {metric_text(result.accuracy)}   top-{result.top_k} accuracy "
         f"{metric_text(result.top_k_accuracy)}   mean loss {metric_text(result.loss)}\n"

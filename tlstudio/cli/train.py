@@ -25,6 +25,7 @@ from tlstudio.cli.common import (
 from tlstudio.cli.progress import ProgressRenderer
 from tlstudio.core.spec.events import ShouldStop
 from tlstudio.core.spec.recipe import OPTIMIZERS, POOLINGS
+from tlstudio.core.spec.text import counted
 
 _TRAIN_OVERRIDES = {
     "val_fraction": ("data", "val_fraction"),
@@ -383,7 +384,7 @@ def _print_train_report(result: Any) -> None:
     )
     print(f"\nClasses: {', '.join(result.classes)}")
     if result.skipped:
-        print(f"Skipped {len(result.skipped)} unreadable image(s), listed in skipped.json of the run folder:")
+        print(f"Skipped {counted(len(result.skipped), 'unreadable image')}, listed in skipped.json of the run folder:")
         for path, reason in result.skipped[:10]:
             print(f"  {path}: {reason}")
     if not result.chief:

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.spec.events import Message, Progress
+from tlstudio.core.spec.text import counted
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 
@@ -204,7 +205,7 @@ class CutComparisonDialog(QDialog):
         size = model.inputs[0].shape[1] or self.state.recipe.base.input_size
         dataset = self.state.dataset
         self.status.setText(
-            f"Extracting features of {len(dataset.train) + len(dataset.val)} images "
+            f"Extracting features of {counted(len(dataset.train) + len(dataset.val), 'image')} "
             f"({len(dataset.train)} training, {len(dataset.val)} validation)…"
         )
         self.progress.setRange(0, 0)

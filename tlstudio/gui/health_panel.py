@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.spec.events import Progress
+from tlstudio.core.spec.text import counted
 from tlstudio.gui import workers
 from tlstudio.gui.state import ProjectState
 
@@ -222,8 +223,9 @@ class HealthPanel(_Job):
             self._add("outlier", o.path, "", "", o.score)
         self.relabel_combo.clear()
         self.relabel_combo.addItems(list(report.classes))
-        self.status.setText(f"{len(report.mislabeled)} likely mislabelled, {len(report.near_duplicates)} "
-                            f"near-duplicate pairs, {len(report.outliers)} outliers.")
+        self.status.setText(f"{len(report.mislabeled)} likely mislabelled, "
+                            f"{counted(len(report.near_duplicates), 'near-duplicate pair')}, "
+                            f"{counted(len(report.outliers), 'outlier')}.")
         self._update_actions()
         self.checked.emit(report)
 
@@ -314,7 +316,7 @@ class HealthPanel(_Job):
             self.status.setText(str(error))
             return
         self.undo_button.setEnabled(False)
-        self.status.setText(f"{count} files moved back.")
+        self.status.setText(f"{counted(count, 'file')} moved back.")
         self.files_moved.emit()
 
     def _update_actions(self) -> None:
@@ -383,7 +385,7 @@ class MapPanel(_Job):
                 "pen": pg.mkPen(QColor(*FLAG_COLOURS[flag]), width=3) if flag else pg.mkPen(None),
             })
         self.scatter.setData(spots)
-        self.status.setText(f"{len(fmap.paths)} images; colours are classes, rings are health findings. "
+        self.status.setText(f"{counted(len(fmap.paths), 'image')}; colours are classes, rings are health findings. "
                             "Hover for the file, click to see it in Health.")
 
 

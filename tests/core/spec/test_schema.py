@@ -60,7 +60,12 @@ def test_every_problem_is_listed_at_once():
     message = refused(project(data={"folders": "photos"}, training={"epochs": 2.5, "optimizer": 3}))
     lines = [line.strip() for line in message.splitlines()[1:]]
     assert sorted(line.split(":")[0] for line in lines) == ["data.folders", "training.epochs", "training.optimizer"]
-    assert "3 problem(s)" in message
+    assert "p.json has 3 problems;" in message
+
+
+def test_one_problem_is_counted_in_the_singular():
+    message = refused(project(training={"epochs": 2.5}))
+    assert "p.json has 1 problem;" in message
 
 
 def test_range_rules_of_the_dataclasses_name_their_section():

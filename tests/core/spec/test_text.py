@@ -1,8 +1,25 @@
-"""The one way durations, shapes and the version are written for people."""
+"""The one way counts, durations, shapes and the version are written for people."""
 
 from __future__ import annotations
 
-from tlstudio.core.spec.text import duration_text, shape_text, tlstudio_version
+from tlstudio.core.spec.text import article, counted, duration_text, shape_text, tlstudio_version
+
+
+def test_counts_agree_with_their_number():
+    assert counted(1, "class") == "1 class"
+    assert counted(2, "class") == "2 classes"
+    assert counted(0, "image") == "0 images"
+    assert counted(1, "image") == "1 image"
+    assert counted(1234, "file") == "1,234 files"
+    assert counted(3, "unreadable image") == "3 unreadable images"
+    assert counted(2, "training batch") == "2 training batches"
+    assert counted(2, "cactus", "cacti") == "2 cacti"
+
+
+def test_the_article_follows_how_the_number_is_said():
+    assert [article(n) for n in (1, 3, 8, 11, 18, 80, 100, 110, 851, 1100, 11000, 18500, 110000)] == [
+        "a", "a", "an", "an", "an", "an", "a", "a", "an", "a", "an", "an", "a"
+    ]
 
 
 def test_durations():

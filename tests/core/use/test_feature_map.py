@@ -22,7 +22,7 @@ def test_projection_keeps_clusters_apart():
     a, b = points[:20].mean(axis=0), points[20:].mean(axis=0)
     spread = max(np.linalg.norm(points[:20] - a, axis=1).max(), np.linalg.norm(points[20:] - b, axis=1).max())
     assert np.linalg.norm(a - b) > 2 * spread
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"Received: 1 image\.$"):
         feature_map.project(x[:1])
     with pytest.raises(UserError, match="method"):
         feature_map.project(x, "umap-typo")

@@ -44,6 +44,7 @@ from tlstudio.core.data.scanning import PROGRESS_EVERY, Found, Scanner, check_fo
 from tlstudio.core.spec.errors import DataError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import DataSpec
+from tlstudio.core.spec.text import counted
 
 _PARTIAL_HASH_BYTES = 64 * 1024
 
@@ -410,7 +411,7 @@ def _warn_cross_split_duplicates(
     if crossing:
         on_event(
             Message(
-                f"{len(crossing)} group(s) of identical files appear in more than one of train/, val/ and "
+                f"{counted(len(crossing), 'group')} of identical files appear in more than one of train/, val/ and "
                 f"test/ (e.g. {', '.join(crossing[0])}); validation scores will look better than they are.",
                 level="warning",
             )

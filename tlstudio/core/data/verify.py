@@ -18,6 +18,7 @@ from tlstudio.core.data.dataset import Dataset, SkippedFile, without_files
 from tlstudio.core.data.scanning import PROGRESS_EVERY
 from tlstudio.core.spec.errors import Cancelled, ImageError
 from tlstudio.core.spec.events import OnEvent, Progress, ShouldStop, ignore_event, never_stop
+from tlstudio.core.spec.text import counted
 
 
 _SUSPICIOUS_REASONS = ("truncated or corrupt", "empty file", "cannot read")
@@ -62,8 +63,9 @@ class VerifyReport:
         """One line for the user, e.g. "120 images decode; 2 could not be read"."""
         good = self.checked - len(self.bad)
         if not self.bad:
-            return f"All {self.checked} images decode."
-        return f"{good} images decode; {len(self.bad)} could not be read and are left out."
+            return "The image decodes." if self.checked == 1 else f"All {counted(self.checked, 'image')} decode."
+        verb = "decodes" if good == 1 else "decode"
+        return f"{counted(good, 'image')} {verb}; {len(self.bad)} could not be read and are left out."
 
 
 def verify_images(

@@ -51,7 +51,10 @@ class TensorInfo:
     module docstring for how they are computed and when they are None).
     ``reason`` says why the model cannot be cut here ("" when it can);
     ``block`` is the VGG-style block prefix ("block3" for ``block3_conv1``,
-    "" when the layer name has none).
+    "" when the layer name has none). ``joins_at`` is, for a tensor inside a
+    branch, the tensor where its branch joins the rest again
+    (``block3b_add:0``; "" otherwise); ``merges`` lists the tensors a join
+    (a layer that reads more than one tensor, such as ``Add``) combines.
     """
 
     name: str
@@ -65,6 +68,8 @@ class TensorInfo:
     cuttable: bool
     reason: str
     block: str
+    joins_at: str = ""
+    merges: tuple[str, ...] = ()
 
 
 @dataclass
@@ -166,14 +171,21 @@ def _analyse(model: "keras.Model") -> _Graph:
     infos = []
     for name, tensor in tensors.items():
         layer = producer(tensor)
+        joins_at, merges = "", ()
         if id(tensor) in input_ids:
             reason = _INPUT_REASON
-        elif id(tensor) in cuttable:
-            reason = ""
-        elif id(tensor) not in live:
-            reason = "the model's output does not use this tensor, so it holds nothing the network relies on"
         else:
-            reason = _branch_reason(tensor, topological, position, cuttable, tensor_names, inputs)
+            read = node_inputs(node_of(tensor))
+            if len(read) > 1:
+                merges = tuple(tensor_names.get(id(t), "?") for t in read)
+            if id(tensor) in cuttable:
+                reason = ""
+            elif id(tensor) not in live:
+                reason = "the model's output does not use this tensor, so it holds nothing the network relies on"
+            else:
+                after = _next_bottleneck(tensor, topological, position, cuttable, tensor_names)
+                joins_at = tensor_names[id(after)] if after is not None else ""
+                reason = _branch_reason(tensor, after, topological, position, cuttable, tensor_names, inputs)
         size, jump = report_field(fields.get(id(tensor)), input_size)
         infos.append(
             TensorInfo(
@@ -188,6 +200,8 @@ def _analyse(model: "keras.Model") -> _Graph:
                 cuttable=not reason,
                 reason=reason,
                 block=_block(layer.name),
+                joins_at=joins_at,
+                merges=merges,
             )
         )
     return _Graph(infos=infos, tensors=tensors, layer_outputs=layer_outputs)
@@ -242,8 +256,17 @@ def _bottlenecks(
     return result
 
 
+def _next_bottleneck(
+    tensor: Any, topological: list[Any], position: dict[int, int], cuttable: set[int], names: dict[int, str]
+) -> Any:
+    """The first named tensor after ``tensor`` that every path runs through: where its branch joins; or None."""
+    here = position[id(tensor)]
+    return next((t for t in topological[here + 1 :] if id(t) in cuttable and id(t) in names), None)
+
+
 def _branch_reason(
     tensor: Any,
+    after: Any,
     topological: list[Any],
     position: dict[int, int],
     cuttable: set[int],
@@ -251,7 +274,6 @@ def _branch_reason(
     inputs: list[Any],
 ) -> str:
     here = position[id(tensor)]
-    after = next((t for t in topological[here + 1 :] if id(t) in cuttable and id(t) in names), None)
     earlier = (t for t in reversed(topological[:here]) if not _is_input(t, inputs))
     before = next((t for t in earlier if id(t) in cuttable and id(t) in names), None)
     alternatives = []

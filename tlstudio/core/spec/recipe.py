@@ -19,6 +19,7 @@ from tlstudio.core.spec import schema
 from tlstudio.core.spec.atomic import write_atomic
 from tlstudio.core.spec.bases import BASE_NAMES, base_info
 from tlstudio.core.spec.errors import RecipeError
+from tlstudio.core.spec.text import counted
 
 PROJECT_VERSION = 1
 POOLINGS = ("avg", "flatten")
@@ -281,7 +282,7 @@ class Recipe:
                 problems.append(f"{key}: {error}")
         if problems:
             listed = "\n".join(f"  {problem}" for problem in problems)
-            raise RecipeError(f"{source} has {len(problems)} problem(s); fix them in a text editor:\n{listed}")
+            raise RecipeError(f"{source} has {counted(len(problems), 'problem')}; fix them in a text editor:\n{listed}")
         return cls(**kwargs)
 
 

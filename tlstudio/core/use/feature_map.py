@@ -20,6 +20,7 @@ import numpy as np
 
 from tlstudio.core.spec.errors import DataError, UserError
 from tlstudio.core.spec.events import OnEvent, Progress, ignore_event
+from tlstudio.core.spec.text import counted
 
 METHODS = ("tsne", "pca")
 PALETTE = (
@@ -59,7 +60,7 @@ def project(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nda
         raise UserError(f"The map method must be one of {', '.join(METHODS)}. Received: method={method!r}")
     x = np.asarray(features, dtype=np.float64)
     if len(x) < 2:
-        raise DataError(f"A map needs at least 2 images. Received: {len(x)} image(s).")
+        raise DataError(f"A map needs at least 2 images. Received: {counted(len(x), 'image')}.")
     x = x - x.mean(axis=0)
     components = max(1, min(50, x.shape[1], len(x) - 1))
     reduced = PCA(n_components=components, random_state=seed).fit_transform(x)
@@ -100,7 +101,7 @@ def build_map(
     on_event: OnEvent = ignore_event,
 ) -> FeatureMap:
     """The map of ``items`` (with ``path`` and ``label``) from their features."""
-    on_event(Progress("map", 0, 1, f"Projecting {len(items)} images ({method})"))
+    on_event(Progress("map", 0, 1, f"Projecting {counted(len(items), 'image')} ({method})"))
     points = project(features, method, seed)
     on_event(Progress("map", 1, 1, "Map ready"))
     return FeatureMap(

@@ -34,6 +34,7 @@ import numpy as np
 
 from tlstudio.core.spec.errors import Cancelled, DataError
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
+from tlstudio.core.spec.text import counted
 
 FOLDS = 5
 DUPLICATE_RATIO = 0.5
@@ -146,7 +147,7 @@ def check_dataset(
     if len(dataset.classes) < 2:
         raise DataError(
             "The health check compares classes, so it needs at least 2 classes with images. "
-            f"Received: {len(dataset.classes)} class(es)."
+            f"Received: {counted(len(dataset.classes), 'class')}."
         )
     _, features = cut_features(base, items, cut_tensor, input_size, preprocessing, on_event, should_stop, base_label)
     return find_issues(
@@ -187,7 +188,7 @@ def out_of_fold_probabilities(
         counts = np.bincount(labels, minlength=classes)
         raise DataError(
             "Every class needs at least 2 images for the out-of-fold check (each image is judged by a model "
-            f"trained on the others). Received: {int((counts < 2).sum())} class(es) with fewer than 2 images."
+            f"trained on the others). Received: {counted(int((counts < 2).sum()), 'class')} with fewer than 2 images."
         )
     folds = max(2, min(int(folds), smallest))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -228,8 +229,8 @@ def find_issues(
     outliers = _outliers(centred, paths)
     on_event(
         Message(
-            f"Health check of {len(paths)} images: {len(mislabeled)} likely mislabelled, "
-            f"{len(duplicates)} near-duplicate pairs, {len(outliers)} outliers.",
+            f"Health check of {counted(len(paths), 'image')}: {len(mislabeled)} likely mislabelled, "
+            f"{counted(len(duplicates), 'near-duplicate pair')}, {counted(len(outliers), 'outlier')}.",
             "info",
         )
     )

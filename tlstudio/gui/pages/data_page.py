@@ -42,16 +42,14 @@ from tlstudio.core.data.balance import imbalance_warning
 from tlstudio.core.data.dataset import Dataset, scan_data_spec
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.spec.recipe import DataSpec
+from tlstudio.core.spec.text import counted
 from tlstudio.gui.errors import show_error
 from tlstudio.gui.health_panel import add_health_tabs
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import DropZone
 from tlstudio.gui.widgets.thumbnails import PATH_ROLE, ThumbnailGrid
 from tlstudio.gui.widgets.verify_bar import VerifyBar
-from tlstudio.gui.workers import WorkerHandle, run_in_thread
-
-from tlstudio.gui.words import counted
-from tlstudio.gui.workers import JobKind
+from tlstudio.gui.workers import JobKind, WorkerHandle, run_in_thread
 
 VAL_TIP = (
     "The share of each class held out for validation: images the model never trains on, used to measure "
@@ -556,5 +554,5 @@ def no_images_message(folders: tuple[str, ...], dataset: Dataset) -> str:
         return (f"No images found in {names}: the folder is empty. Drop a folder that holds your images, "
                 "with one sub-folder per class.")
     examples = "; ".join(f"{Path(s.path).name!r}: {s.reason}" for s in dataset.skipped[:3])
-    return (f"No usable images in {names}: {len(dataset.skipped)} files, none of them an image TL Studio can "
+    return (f"No usable images in {names}: {counted(len(dataset.skipped), 'file')}, none of them an image TL Studio can "
             f"read (for example {examples}). Supported: JPEG, PNG, BMP, GIF, WebP, TIFF.")

@@ -40,8 +40,8 @@ from PySide6.QtWidgets import (
 from tlstudio.core.use import evaluation as core_evaluation
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import Progress
+from tlstudio.core.spec.text import counted
 from tlstudio.gui import workers
-from tlstudio.gui.words import counted
 from tlstudio.gui.pages.explain_panel import ExplainPanel
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.confusion_matrix import ConfusionMatrixView
@@ -314,7 +314,7 @@ class EvaluatePage(QWidget):
             if index >= 0:
                 self.split_combo.setCurrentIndex(index)
         self.accuracy_label.setText(_percent(evaluation.accuracy))
-        self.accuracy_caption.setText(f"{split_name} accuracy ({correct} of {evaluation.images} images correct)")
+        self.accuracy_caption.setText(f"{split_name} accuracy ({correct} of {counted(evaluation.images, 'image')} correct)")
         details = [
             f"Top-{evaluation.top_k} accuracy: <b>{_percent(evaluation.top_k_accuracy)}</b>",
             f"mean loss {evaluation.loss:.3f}" if not math.isnan(evaluation.loss) else "",
@@ -326,8 +326,8 @@ class EvaluatePage(QWidget):
         run = Path(evaluation.run) if evaluation.run else self._run_dir
         if run is not None:
             self.run_label.setText(
-                f"Run <b>{html.escape(run.name)}</b> — {len(classes)} classes, {evaluation.images} {split_name} "
-                f"images. <span style='color:gray'>{html.escape(str(run))}</span>"
+                f"Run <b>{html.escape(run.name)}</b> — {counted(len(classes), 'class')}, "
+                f"{counted(evaluation.images, split_name + ' image')}. <span style='color:gray'>{html.escape(str(run))}</span>"
             )
         self.table.setRowCount(len(classes))
         for row, metrics in enumerate(evaluation.per_class):

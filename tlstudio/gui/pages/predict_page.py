@@ -47,8 +47,8 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.spec.events import Progress
+from tlstudio.core.spec.text import counted
 from tlstudio.gui import workers
-from tlstudio.gui.words import counted
 from tlstudio.gui.state import ProjectState
 from tlstudio.gui.widgets.drop_zone import local_paths
 from tlstudio.gui.widgets.thumbnails import ThumbnailLoader

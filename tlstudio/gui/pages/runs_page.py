@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 from tlstudio.core.spec.bases import base_info
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.spec.events import EpochEnded
+from tlstudio.core.spec.text import counted
 
 from tlstudio.core.train import runs as core_runs
 from tlstudio.core.train.run_notes import RunNotes, read_notes, write_notes
@@ -246,13 +247,13 @@ class RunsPage(QWidget):
         count = len(self.runs)
         folder = html.escape(str(self.folder()))
         text = (
-            f"<b>{count} run{'s' if count != 1 else ''}</b> in <span style='color:gray'>{folder}</span>. "
+            f"<b>{counted(count, 'run')}</b> in <span style='color:gray'>{folder}</span>. "
             "Select one to see its curves, two to compare them."
             if count else f"No runs yet in <span style='color:gray'>{folder}</span>: train a model first."
         )
         if self.broken:
             listed = "; ".join(f"{html.escape(b.name)} ({html.escape(b.reason)})" for b in self.broken[:5])
-            text += f"<br><span style='color:#b35c00'>{len(self.broken)} broken run folder(s), not listed: {listed}</span>"
+            text += f"<br><span style='color:#b35c00'>{counted(len(self.broken), 'broken run folder')}, not listed: {listed}</span>"
         self.folder_label.setText(text)
         self.table.blockSignals(True)
         self.table.setRowCount(count)

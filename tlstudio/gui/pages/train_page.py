@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 from tlstudio.core.spec.errors import DataError, RecipeError, WeightsError
 from tlstudio.core.spec.recipe import BaseSpec
 from tlstudio.core.spec.events import BatchEnded, EpochEnded, Message, PhaseStarted, Progress
-from tlstudio.core.spec.text import duration_text
+from tlstudio.core.spec.text import counted, duration_text
 from tlstudio.gui import workers
 from tlstudio.gui.health_panel import open_dialog
 from tlstudio.gui.lr_finder_dialog import LrFinderDialog
@@ -450,7 +450,7 @@ class TrainPage(QWidget):
             self._phase_epochs_done = 0
             self.plot.add_event(event)
             what = "Fine-tuning the base and the head" if event.name == "fine-tune" else "Training the head"
-            self.log.appendPlainText(f"{what}: {event.epochs} epochs of {event.steps_per_epoch} steps, "
+            self.log.appendPlainText(f"{what}: {counted(event.epochs, 'epoch')} of {counted(event.steps_per_epoch, 'step')}, "
                                      f"learning rate {event.learning_rate:g}.")
             self.progress.setRange(0, max(1, self._total_epochs * event.steps_per_epoch))
         elif isinstance(event, Message):

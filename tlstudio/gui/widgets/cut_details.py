@@ -8,6 +8,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
 
+from tlstudio.core.spec.text import article
 from tlstudio.gui.widgets.receptive_field_view import ReceptiveFieldView
 
 
@@ -69,7 +70,7 @@ def field_caption(info, input_size: int) -> str:
         return "The receptive field of this tensor is unknown (a layer with an unusual effect on positions)."
     if jump is None:
         return "Every value of this tensor depends on the whole image."
-    text = (f"Receptive field: each value is computed from a {field} × {field}-pixel patch of the "
+    text = (f"Receptive field: each value is computed from {article(field)} {field} × {field}-pixel patch of the "
             f"{input_size} × {input_size} input (yellow); neighbouring values are {jump} px apart "
             f"(red: one cell).")
     if field > input_size:

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.use import evaluation as core_evaluation
+from tlstudio.core.spec.text import counted
 from tlstudio.gui.widgets.thumbnails import ThumbnailLoader
 
 THUMBNAIL = 56
@@ -140,7 +141,7 @@ class MistakesView(QWidget):
                      f"{core_evaluation.UNCERTAIN_BELOW:.0%}.")
         else:
             title = (f"<b>{wrong} misclassified</b> and <b>{unsure} unsure</b> (right, but below "
-                     f"{core_evaluation.UNCERTAIN_BELOW:.0%}) of {self.evaluation.images} images, worst first. "
+                     f"{core_evaluation.UNCERTAIN_BELOW:.0%}) of {counted(self.evaluation.images, 'image')}, worst first. "
                      "Click a confusion-matrix cell to see its images.")
         self._show(records, title)
 

@@ -10,6 +10,12 @@ their phase's colour, with the reason as their tooltip; selecting any other row
 picks it as the cut tensor. The columns fit without scrolling sideways (the
 tensor name is elided in the middle), and the cut row is scrolled into view.
 
+In a network with branches (EfficientNet-Lite0's residual blocks) the tensors
+inside one block's branch fold into a collapsed row of their own,
+``block3b + skip (add) · 8 layers`` (``core.branches``), followed by the join
+(``⊕ block3b_add:0``), where the branch and the skip meet and the model can be
+cut again.
+
 Run ``python -m tlstudio.gui.widgets.network_view`` to see VGG16's layer table.
 """
 
@@ -17,15 +23,17 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QTreeView, QVBoxLayout, QWidget
 
-from tlstudio.core.spec.text import shape_text
+from tlstudio.core.model.branches import BranchUnit, branch_units
+from tlstudio.core.spec.text import article, counted, shape_text
 
 FROZEN_COLOUR = QColor(110, 140, 185, 70)
 TRAINABLE_COLOUR = QColor(60, 175, 80, 95)
 CUT_MARK = "✂"
+JOIN_MARK = "⊕"
 
 COLUMNS = ("Tensor", "Type", "Output shape", "Params", "Receptive field", "Training")
 INFO_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -75,7 +83,9 @@ class NetworkView(QWidget):
         self._items: dict[str, QStandardItem] = {}
         self._cut: str | None = None
         self._fine_tuned: frozenset[str] = frozenset()
+        self._units: dict[str, tuple[BranchUnit, QStandardItem]] = {}
         self._syncing = False
+        self._keep_cut_in_view = False
 
         self.model = QStandardItemModel(0, len(COLUMNS), self)
         self.model.setHorizontalHeaderLabels(list(COLUMNS))
@@ -100,6 +110,10 @@ class NetworkView(QWidget):
         self.tree.setColumnHidden(len(COLUMNS) - 1, True)
         self.tree.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.tree.selectionModel().currentRowChanged.connect(self._on_current_changed)
+        # The view grows as the page around it fills in after a model loads; until the user scrolls,
+        # each resize brings the cut row back into view.
+        self.tree.viewport().installEventFilter(self)
+        self.tree.verticalScrollBar().actionTriggered.connect(self._user_scrolled)
 
         legend = QHBoxLayout()
         legend.setContentsMargins(0, 0, 0, 0)
@@ -121,6 +135,13 @@ class NetworkView(QWidget):
         cut_label = QLabel(f"<b>{CUT_MARK} cut</b>")
         cut_label.setToolTip("The head is attached to this tensor.")
         legend.addWidget(cut_label)
+        legend.addSpacing(10)
+        self.join_label = QLabel(f"<b>{JOIN_MARK}</b> join")
+        self.join_label.setToolTip(
+            "Where a block's branch and its skip connection (or parallel paths) meet again. "
+            "Tensors inside a branch cannot be cut; a join can."
+        )
+        legend.addWidget(self.join_label)
         legend.addSpacing(10)
         unused = QLabel("<i>dimmed</i>: past the cut · <span style='color:gray'>grey</span>: cannot be cut")
         unused.setToolTip("Dimmed italic rows come after the cut and are not used by the new model. Grey rows "
@@ -149,30 +170,49 @@ class NetworkView(QWidget):
         """Show a model's tensors (``core.tensors.TensorInfo`` entries, in layer order)."""
         self._infos = list(infos)
         self._items.clear()
+        self._units.clear()
         self.model.removeRows(0, self.model.rowCount())
         groups: dict[str, QStandardItem] = {}
         root = self.model.invisibleRootItem()
+        unit_of = {name: unit for unit in branch_units(self._infos) for name in unit.members}
         for info in self._infos:
             row = self._row_items(info)
+            parent = root
             if info.block:
-                group = groups.get(info.block)
-                if group is None:
-                    group = self._group_row(info.block, root)
-                    groups[info.block] = group
-                group.appendRow(row)
-            else:
-                root.appendRow(row)
+                parent = groups.get(info.block)
+                if parent is None:
+                    parent = self._group_row(info.block, root)
+                    groups[info.block] = parent
+            unit = unit_of.get(info.name)
+            if unit is not None:
+                if unit.join not in self._units:
+                    self._units[unit.join] = (unit, self._unit_row(unit, parent))
+                parent = self._units[unit.join][1]
+            parent.appendRow(row)
             self._items[info.name] = row[0]
         for group in groups.values():
             self._summarise_group(group)
         self.tree.expandAll()
+        for unit, group in self._units.values():
+            self._summarise_unit(unit, group)
+            self.tree.collapse(group.index())
+        self.join_label.setVisible(bool(self._units))
         self._restyle()
+
+    def branch_units(self) -> list[BranchUnit]:
+        """The folded branch units shown, in order (none for a plain chain like VGG)."""
+        return [unit for unit, _ in self._units.values()]
+
+    def unit_index(self, join: str) -> QModelIndex:
+        """The model index of the folded row of the branch unit that joins at ``join``."""
+        return self._units[join][1].index()
 
     def set_cut(self, name: str | None) -> None:
         """Mark ``name`` as the cut tensor and select its row (no signal)."""
         self._cut = name
         self._restyle()
         item = self._items.get(name) if name else None
+        self._keep_cut_in_view = item is not None
         self._syncing = True
         try:
             if item is None:
@@ -188,6 +228,14 @@ class NetworkView(QWidget):
                 QTimer.singleShot(0, self, lambda n=name: self._scroll_to(n))
         finally:
             self._syncing = False
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize and self._keep_cut_in_view and self._cut:
+            QTimer.singleShot(0, self, lambda n=self._cut: self._scroll_to(n))
+        return super().eventFilter(watched, event)
+
+    def _user_scrolled(self, _action: int) -> None:
+        self._keep_cut_in_view = False
 
     def _scroll_to(self, name: str) -> None:
         item = self._items.get(name)
@@ -223,7 +271,7 @@ class NetworkView(QWidget):
             tip = f"{info.name}: output of the {info.layer_type} layer '{info.layer}'. Click to attach the head here."
             if info.receptive_field is not None and info.jump is not None:
                 tip += (
-                    f"\nEach value sees a {info.receptive_field}×{info.receptive_field}-pixel patch of the "
+                    f"\nEach value sees {article(info.receptive_field)} {info.receptive_field}×{info.receptive_field}-pixel patch of the "
                     f"input; neighbouring values are {info.jump} px apart."
                 )
         else:
@@ -245,15 +293,54 @@ class NetworkView(QWidget):
         root.appendRow(items)
         return items[0]
 
+    def _unit_row(self, unit: BranchUnit, parent: QStandardItem) -> QStandardItem:
+        items = [QStandardItem(unit.label())] + [QStandardItem("") for _ in COLUMNS[1:]]
+        for item in items:
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+        parent.appendRow(items)
+        return items[0]
+
+    def _infos_under(self, group: QStandardItem) -> list:
+        """The tensors of a group's rows, those in folded branch units included, in order."""
+        found = []
+        for r in range(group.rowCount()):
+            child = group.child(r, 0)
+            info = child.data(INFO_ROLE)
+            found.extend([info] if info is not None else self._infos_under(child))
+        return found
+
     def _summarise_group(self, group: QStandardItem) -> None:
-        children = [group.child(r, 0).data(INFO_ROLE) for r in range(group.rowCount())]
+        children = self._infos_under(group)
         parent = group.parent() or self.model.invisibleRootItem()
         row = group.row()
-        parent.child(row, 1).setText(f"{len(children)} layers")
-        parent.child(row, 2).setText(format_shape(children[-1].shape))
+        parent.child(row, 1).setText(counted(len(children), "layer"))
+        parent.child(row, 2).setText(shape_text(children[-1].shape, separator="×"))
         parent.child(row, 3).setText(f"{sum(c.params for c in children):,}")
         parent.child(row, 3).setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        group.setToolTip(f"VGG block {group.text()[5:]}: convolutions followed by a 2×2 max-pool that halves the size.")
+        if children[-1].layer_type == "MaxPooling2D":
+            tip = f"VGG block {group.text()[5:]}: convolutions followed by a 2×2 max-pool that halves the size."
+        else:
+            tip = (f"{group.text()}: the layers named {group.text()}…, "
+                   f"ending at {format_shape(children[-1].shape)}.")
+        group.setToolTip(tip)
+
+    def _summarise_unit(self, unit: BranchUnit, group: QStandardItem) -> None:
+        children = self._infos_under(group)
+        parent = group.parent() or self.model.invisibleRootItem()
+        row = group.row()
+        parent.child(row, 1).setText(counted(len(children), "layer"))
+        parent.child(row, 3).setText(f"{sum(c.params for c in children):,}")
+        parent.child(row, 3).setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if unit.skip:
+            what = (f"{unit.summary()}.\nA residual block: its {counted(len(children), 'layer')} compute a change that "
+                    f"{unit.join} adds to the block's input, which skips past them unchanged.")
+        else:
+            what = (f"{unit.summary()}.\n{counted(len(children), 'layer')} on parallel paths that {unit.join} "
+                    f"({unit.join_type}) combines.")
+        tip = (f"{what}\nTensors inside cannot be the cut: the join also needs the other path. "
+               f"Cut at {unit.join} ({JOIN_MARK}) or earlier. Expand to see the layers.")
+        for column in range(len(COLUMNS)):
+            parent.child(row, column).setToolTip(tip)
 
     def _sibling(self, item: QStandardItem, column: int) -> QStandardItem:
         parent = item.parent() or self.model.invisibleRootItem()
@@ -295,14 +382,26 @@ class NetworkView(QWidget):
             if info.name == self._cut:
                 font = bold_font
                 role = f"{CUT_MARK} cut ({role})"
-            row[0].setText(f"{CUT_MARK} {info.name}" if info.name == self._cut else info.name)
+            unit = self._units.get(info.name)
+            mark = CUT_MARK if info.name == self._cut else JOIN_MARK if unit else ""
+            row[0].setText(f"{mark} {info.name}" if mark else info.name)
             row[-1].setText(role)
             tip = f"{row[0].data(TIP_ROLE)}\nTraining: {role}."
+            if unit is not None:
+                skip = "the skip connection" if unit[0].skip else "the other paths"
+                tip += f"\n{JOIN_MARK} Join: {unit[0].name}'s branch and {skip} meet here."
             for cell in row:
                 cell.setToolTip(tip)
                 cell.setBackground(background)
                 cell.setForeground(foreground)
                 cell.setFont(font)
+        for join, (_unit, group) in self._units.items():
+            past = names.index(join) > cut_position
+            parent = group.parent() or self.model.invisibleRootItem()
+            for column in range(len(COLUMNS)):
+                cell = parent.child(group.row(), column)
+                cell.setForeground(QBrush(disabled) if past else QBrush())
+                cell.setFont(italic_font if past else normal_font)
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if self._syncing or not current.isValid():

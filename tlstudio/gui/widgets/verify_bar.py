@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QW
 from tlstudio.core.data.dataset import Dataset
 from tlstudio.core.data.verify import VerifyReport, suspicious_files, verify_images
 from tlstudio.core.spec.events import Progress
+from tlstudio.core.spec.text import counted
 from tlstudio.gui.workers import WorkerHandle, run_in_thread
 
 
@@ -57,7 +58,7 @@ class VerifyBar(QWidget):
             self.setVisible(False)
             return
         self.label.setText(
-            f"{len(suspicious)} file(s) look damaged (see Problems); other images may be damaged in ways "
+            f"{counted(len(suspicious), 'file')} {'looks' if len(suspicious) == 1 else 'look'} damaged (see Problems); other images may be damaged in ways "
             "a quick scan cannot see."
         )
         self.setVisible(True)
