@@ -6,7 +6,7 @@ import builtins
 import threading
 import time
 
-from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
 
 from tlstudio.gui import app as gui_app
@@ -58,7 +58,7 @@ def test_loader_imports_the_pages_then_tensorflow_off_the_gui_thread(qtbot, monk
     monkeypatch.setattr(gui_app, "_import_tensorflow", lambda: (order.append("tensorflow"),
                                                                threads.setdefault("tf", threading.get_ident())))
     loader = gui_app.tensorflow_loader(["json", "tlstudio.gui.no_such_page_module"])
-    loader.modules_ready.connect(lambda: order.append("modules"))
+    loader.modules_ready.connect(lambda: order.append("modules"), Qt.ConnectionType.DirectConnection)
     with qtbot.waitSignal(loader.ready, timeout=10_000):
         loader.start()
     loader.wait()

@@ -142,14 +142,16 @@ def test_offline_download_shows_the_engines_message(qtbot, page, state, monkeypa
 
 
 def test_hidden_units_field_reads_each_number_as_a_layer(qtbot, page, state):
-    page.hidden_edit.setText("256 128")
-    page.hidden_edit.editingFinished.emit()
+    page.head_form.hidden_edit.setText("256 128")
+    page.head_form.hidden_edit.editingFinished.emit()
     assert state.recipe.head.hidden_units == (256, 128)
-    assert not page.hidden_message.isVisibleTo(page)
-    page.hidden_edit.setText("12, x")
-    page.hidden_edit.editingFinished.emit()
+    assert not page.head_form.hidden_message.isVisibleTo(page)
+    page.head_form.hidden_edit.setText("12, x")
+    page.head_form.hidden_edit.editingFinished.emit()
     assert state.recipe.head.hidden_units == (256, 128)
-    assert page.hidden_message.isVisibleTo(page) and "whole numbers" in page.hidden_message.text()
+    assert page.head_form.hidden_message.isVisibleTo(page) and "whole numbers" in page.head_form.hidden_message.text()
+
+
 def test_choosing_another_network_resets_weights_and_cut_and_says_so(qtbot, page, state):
     state.update("base", weights="none")
     state.update(cut_tensor="block2_pool:0")
