@@ -464,6 +464,7 @@ def _gui_probe() -> int:
     home = Path(os.environ["TLSTUDIO_HOME"])
     window = main_window.MainWindow(settings=QSettings(str(home / "settings.ini"), QSettings.Format.IniFormat))
     window.show()
+    app.processEvents()  # the window's first paint before the project is set up
     state = window.state
     folder = make_sample_folders(home / "images", per_class=30, size=48)
     state.update("data", folders=(str(folder),))

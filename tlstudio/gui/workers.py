@@ -3,8 +3,11 @@
 The engine's long functions take ``on_event`` and ``should_stop`` callbacks
 (``tlstudio.core.spec.events``). :func:`run_in_thread` calls one in a ``QObject``
 worker moved to a ``QThread``, wired as superqt's ``new_worker_qthread`` does:
-``thread.started → worker.work``, ``worker.finished → thread.quit`` and
-``deleteLater`` on both. Cancellation goes through a ``threading.Event`` that
+``thread.started → worker.work`` and ``worker.finished → thread.quit``.
+The worker is deleted in the GUI thread once its thread has ended: deleted in
+its own thread (``deleteLater``), PySide holds the interpreter lock while Qt
+takes its connection locks, and the GUI thread disconnecting any signal at that
+moment deadlocks both. Cancellation goes through a ``threading.Event`` that
 the GUI sets directly, because the worker thread is busy inside the function
 and would never run a queued slot. Events, the result and any error cross to
 the GUI thread as ``Signal(object)`` emissions received by a handle that lives
@@ -111,7 +114,6 @@ class WorkerHandle(QObject):
         # quit() is thread-safe; calling it directly from the worker thread lets
         # wait() in the GUI thread return without needing the GUI event loop.
         self.worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
-        self.worker.finished.connect(self.worker.deleteLater)
         self.thread.finished.connect(self.thread.deleteLater)
         self.worker.event.connect(self._on_event)
         self.worker.done.connect(self._on_done)
@@ -161,6 +163,8 @@ class WorkerHandle(QObject):
     @Slot()
     def _on_thread_finished(self) -> None:
         self._finished = True
+        if shiboken6.isValid(self.worker):
+            shiboken6.delete(self.worker)
         _active.discard(self)
         self.finished.emit()
 

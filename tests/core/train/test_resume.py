@@ -118,12 +118,19 @@ def test_a_stopped_run_can_be_resumed(reference, tmp_path):
 _KILLED_SCRIPT = textwrap.dedent(
     """
     import sys
+    import time
     from tlstudio.core.spec.recipe import load_project
     from tlstudio.core.train import training
 
+    ended = 0
+
     def report(event):
+        global ended
         if type(event).__name__ == "EpochEnded":
             print("epoch", flush=True)
+            ended += 1
+            while ended >= int(sys.argv[4]):  # waits here to be killed: the run never ends on its own
+                time.sleep(1)
 
     if sys.argv[1] == "train":
         training.train(load_project(sys.argv[2]), out_dir=sys.argv[3], on_event=report)
@@ -134,9 +141,13 @@ _KILLED_SCRIPT = textwrap.dedent(
 
 
 def _train_and_kill(script, mode: str, project, folder, epochs_before_kill: int, delay: float) -> None:
-    """Run training in a child process and SIGKILL it ``delay`` seconds after its ``epochs_before_kill``-th epoch."""
+    """Run training in a child process and SIGKILL it ``delay`` seconds after its ``epochs_before_kill``-th epoch.
+
+    The child stops after one more epoch, so the kill lands in that epoch or just after it, however
+    slow or fast the machine is, and never after the run's end.
+    """
     child = subprocess.Popen(
-        [sys.executable, str(script), mode, str(project), str(folder)],
+        [sys.executable, str(script), mode, str(project), str(folder), str(epochs_before_kill + 1)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ),
     )
     try:
