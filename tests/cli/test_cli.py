@@ -91,7 +91,7 @@ def test_workflow_end_to_end(tmp_path, capsys):
         assert {guess["label"] for guess in prediction["top"]} <= {"circles", "squares", "stripes"}
 
     destination = tmp_path / "export"
-    exported = run_cli("export", str(run_dir), "--to", str(destination), "--formats", "keras,tflite")
+    exported = run_cli("export", str(run_dir), "--to", str(destination), "--formats", "keras,tflite", "--no-costs")
     assert "keras" in exported.stdout and "tflite" in exported.stdout and "FAIL" not in exported.stdout
     assert (destination / "labels.txt").read_text(encoding="utf-8").split() == ["circles", "squares", "stripes"]
     assert cli.main(["export", str(run_dir), "--to", str(destination), "--formats", "keras"]) == 2

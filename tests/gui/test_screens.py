@@ -15,7 +15,7 @@ def test_screens_saves_a_picture_of_every_page(tmp_path):
     out = tmp_path / "screens"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
-        [sys.executable, "-m", "tlstudio.gui.screens", str(out)],
+        [sys.executable, "-m", "tlstudio.gui.screens", "--quick", str(out)],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,6 +10,10 @@ page, predicts a few images on the Predict page and lists the run on the Runs
 page, saving a PNG of the window on each page into ``OUT_DIR``:
 ``1-data.png`` … ``7-runs.png``. Without a display it runs offscreen. Runs and
 exports go to the temporary folder, which is removed at the end.
+
+``--quick`` walks the same pages on fewer images, with two epochs, short pauses
+and no cost measurement on export: a check that every page renders, not
+pictures for the README.
 """
 
 from __future__ import annotations
@@ -20,11 +24,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 WINDOW_SIZE = (1280, 820)
 INPUT_SIZE = 128
 """Lite0's input here: small enough to train in seconds on a CPU."""
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How much work and waiting the walk-through does: images per class, epochs, pause scale."""
+
+    per_class: int = 30
+    epochs: int = 6
+    pause_scale: float = 1.0
+    measure_costs: bool = True
+
+
+QUICK = Pace(per_class=10, epochs=2, pause_scale=0.2, measure_costs=False)
 
 
 def _wait(app, condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -44,7 +62,7 @@ def _settle(app, seconds: float) -> None:
         time.sleep(0.01)
 
 
-def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
+def take_screens(out_dir: str | Path, pace: Pace = Pace()) -> list[Path]:
     """Build the sample project, walk through every page and save the PNGs; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +80,7 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     from tlstudio.gui.main_window import MainWindow
     from tlstudio.gui.workers import stop_all
 
-    images = make_scene_folders(work / "landscapes", per_class=30, size=160)
+    images = make_scene_folders(work / "landscapes", per_class=pace.per_class, size=160)
     (images / "beach" / "notes.txt").write_text("not an image")
     (images / "forest" / "empty.jpg").write_bytes(b"")
     (images / "snow" / "copy.jpg").write_bytes((images / "snow" / "snow_000.jpg").read_bytes())
@@ -75,7 +93,7 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     state.set_recipe(Recipe(
         base=BaseSpec(name="efficientnet-lite0", input_size=INPUT_SIZE),
         head=HeadSpec(hidden_units=(64,), dropout=0.2),
-        training=TrainSpec(epochs=epochs, batch_size=16, learning_rate=3e-3, early_stopping_patience=0),
+        training=TrainSpec(epochs=pace.epochs, batch_size=16, learning_rate=3e-3, early_stopping_patience=0),
     ))
     state.save(work / "landscapes.json")
 
@@ -88,14 +106,14 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     _wait(app, lambda: not data_page.is_scanning(), 60, "the scan to end")
     saved = []
     window.show_page("Data")
-    _settle(app, 1.5)
+    _settle(app, 1.5 * pace.pause_scale)
     saved.append(_grab(window, out, 1, "Data"))
 
     window.show_page("Model")
     if state.base_model is None and window.pages["Model"].base_panel.build_job is None:
         window.pages["Model"].load_base_model()
     _wait(app, lambda: state.base_model is not None, 120, "the Model page to build the base model")
-    _settle(app, 3.0)
+    _settle(app, 3.0 * pace.pause_scale)
     saved.append(_grab(window, out, 2, "Model"))
 
     evaluate_page = window.pages["Evaluate"]
@@ -105,23 +123,24 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     window.show_page("Train")
     train_page.start()
     _wait(app, lambda: state.last_run is not None and not train_page.is_running(), 600, "training")
-    _settle(app, 1.0)
+    _settle(app, 1.0 * pace.pause_scale)
     saved.append(_grab(window, out, 3, "Train"))
 
     evaluate_page = window.pages["Evaluate"]
     window.show_page("Evaluate")
     _wait(app, lambda: evaluate_page.evaluation is not None and evaluate_page.job is None, 180, "evaluation")
-    _settle(app, 1.0)
+    _settle(app, 1.0 * pace.pause_scale)
     saved.append(_grab(window, out, 4, "Evaluate"))
 
     export_page = window.pages["Export"]
     window.show_page("Export")
     export_page.destination_edit.setText(str(work / "exports" / "landscapes-classifier"))
+    export_page.measure_box.setChecked(pace.measure_costs)
     finished = []
     export_page.export_finished.connect(finished.append)
     export_page.start_export()
     _wait(app, lambda: bool(finished) and export_page.export_button.isEnabled(), 600, "the export")
-    _settle(app, 1.0)
+    _settle(app, 1.0 * pace.pause_scale)
     saved.append(_grab(window, out, 5, "Export"))
 
     predict_page = window.pages["Predict"]
@@ -131,13 +150,13 @@ def take_screens(out_dir: str | Path, epochs: int = 6) -> list[Path]:
     predict_page.add_paths([str(images / name / f"{name}_{n:03d}.jpg") for n in (1, 2)
                             for name in ("beach", "forest", "snow", "sunset")] + [str(images / "forest" / "empty.jpg")])
     _wait(app, lambda: bool(predicted), 180, "the predictions")
-    _settle(app, 1.5)
+    _settle(app, 1.5 * pace.pause_scale)
     saved.append(_grab(window, out, 6, "Predict"))
 
     runs_page = window.pages["Runs"]
     window.show_page("Runs")
     runs_page.refresh()
-    _settle(app, 2.0)
+    _settle(app, 2.0 * pace.pause_scale)
     saved.append(_grab(window, out, 7, "Runs"))
 
     state.save()
@@ -159,14 +178,16 @@ def _grab(window, out: Path, number: int, title: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    quick = "--quick" in args
+    args = [arg for arg in args if arg != "--quick"]
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m tlstudio.gui.screens OUT_DIR", file=sys.stderr)
+        print("usage: python -m tlstudio.gui.screens [--quick] OUT_DIR", file=sys.stderr)
         return 2
     from tlstudio.system_libs import display_problem
 
     if display_problem() is not None:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    take_screens(args[0])
+    take_screens(args[0], QUICK if quick else Pace())
     return 0
 
 
