@@ -29,8 +29,9 @@ run: install
 lint: install-test
 	$(BIN)/lint-imports
 
+# Two worker processes, one test file each at a time (a file's shared fixtures are built once).
 test: lint
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bundle: install-bundle
 	$(BIN)/python packaging/build.py
