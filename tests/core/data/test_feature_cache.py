@@ -323,3 +323,31 @@ def test_augmentation_does_not_touch_the_cache(image_root, tmp_path):
                    out_dir=tmp_path / "run")
     assert any("feature cache is not used" in e.text for e in events if isinstance(e, Message))
     assert feature_cache.status().entries == 0
+
+
+def test_extraction_in_chunks_gives_the_same_features_and_steady_progress(image_root, tiny_vgg, monkeypatch):
+    items = _items(image_root)
+    frozen = _frozen(tiny_vgg)
+    whole = extraction.extract(frozen, items, 32, 8)
+    monkeypatch.setattr(extraction, "EXTRACT_CHUNK", 10)
+    events = []
+    chunked = extraction.extract(frozen, items, 32, 4, on_event=events.append)
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    done = [event.done for event in events]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == len(items)
+
+
+def test_features_of_an_empty_cache_are_the_extracted_array_itself(image_root, tiny_vgg):
+    """Stored and returned without copies: memory holds the features once, whatever the data's size."""
+    items = _items(image_root)
+    extracted = []
+
+    def extract(missing) -> np.ndarray:
+        extracted.append(np.random.default_rng(0).normal(size=(len(missing), 5)).astype(np.float32))
+        return extracted[-1]
+
+    values, use = FeatureCache().features(_key(_frozen(tiny_vgg)), items, extract)
+    assert values is extracted[0] and use.extracted == len(items) and use.stored
+    again, use = FeatureCache().features(_key(_frozen(tiny_vgg)), items, extract)
+    assert len(extracted) == 1 and use.from_cache == len(items)
+    np.testing.assert_array_equal(again, values)

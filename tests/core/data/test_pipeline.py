@@ -93,3 +93,33 @@ def test_load_images_names_a_missing_file(tmp_path):
 def test_labels_out_of_range_are_refused(items):
     with pytest.raises(ValueError, match="Labels must lie in 0..1"):
         pipeline.image_batches(items, 2, 32, 8, shuffle=False)
+
+
+def test_feature_batches_shuffle_as_the_rows_would_be_shuffled_each_epoch():
+    import tensorflow as tf
+
+    features = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    labels = np.arange(50, dtype=np.int32) % 3
+    batches = pipeline.feature_batches(features, labels, 8, shuffle_seed=7)
+    rows_shuffled = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(
+        50, seed=7, reshuffle_each_iteration=True).batch(8)
+    epochs = []
+    for _ in range(2):
+        ours = [(x.numpy(), y.numpy()) for x, y in batches]
+        expected = [(x.numpy(), y.numpy()) for x, y in rows_shuffled]
+        assert [len(y) for _, y in ours] == [8] * 6 + [2]
+        for (x, y), (want_x, want_y) in zip(ours, expected, strict=True):
+            np.testing.assert_array_equal(x, want_x)
+            np.testing.assert_array_equal(y, want_y)
+        epochs.append(np.concatenate([x[:, 0] for x, _ in ours]))
+    assert not np.array_equal(epochs[0], epochs[1])
+    assert sorted(epochs[0].tolist()) == sorted(features[:, 0].tolist())
+
+
+def test_unshuffled_feature_batches_keep_the_rows_in_order():
+    features = np.arange(20, dtype=np.float32).reshape(10, 2)
+    labels = np.arange(10, dtype=np.int32)
+    batches = list(pipeline.feature_batches(features, labels, 4))
+    assert batches[0][0].shape == (4, 2) and batches[-1][0].shape == (2, 2)
+    np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in batches]), features)
+    np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in batches]), labels)

@@ -265,16 +265,19 @@ class FeatureCache:
         stored = False
         if to_extract:
             values = np.asarray(extract([items[i] for i in to_extract]), dtype=np.float32)
-            if out is None:
-                out = np.empty((len(items), *values.shape[1:]), dtype=np.float32)
-            for position, index in enumerate(to_extract):
-                out[index] = values[position]
-            for index in missing:
-                content = hashes[index]
-                if content is not None:
-                    out[index] = values[firsts[content]]
-            new_rows = {hashes[i]: values[p] for p, i in enumerate(to_extract) if hashes[i] is not None}
-            stored, note = self._store(key, new_rows)
+            if len(to_extract) == len(items):  # nothing cached, no repeated content: the rows are in order
+                out = values
+            else:
+                if out is None:
+                    out = np.empty((len(items), *values.shape[1:]), dtype=np.float32)
+                out[to_extract] = values
+                for index in missing:
+                    content = hashes[index]
+                    if content is not None:
+                        out[index] = values[firsts[content]]
+            hashed = [position for position, index in enumerate(to_extract) if hashes[index] is not None]
+            contents = [hashes[to_extract[position]] for position in hashed]
+            stored, note = self._store(key, contents, values if len(hashed) == len(values) else values[hashed])
             if note:
                 notes.append(note)
         elif out is None:
@@ -378,12 +381,11 @@ class FeatureCache:
                     db.execute("DELETE FROM shards WHERE name = ?", (shard,))
         return out
 
-    def _store(self, key: FeatureSetKey, rows: dict[str | None, np.ndarray]) -> tuple[bool, str]:
-        """Write ``rows`` (content hash → features) as one shard, then evict to the limit."""
-        if not rows:
+    def _store(self, key: FeatureSetKey, contents: list[str], values: np.ndarray) -> tuple[bool, str]:
+        """Write ``values`` (row ``i`` the features of content hash ``contents[i]``) as one shard, then
+        evict to the limit."""
+        if not contents:
             return False, ""
-        contents = list(rows)
-        values = np.stack([rows[c] for c in contents]).astype(np.float32, copy=False)
         folder = self.root / key.digest
         name = f"{uuid.uuid4().hex}.npy"
         try:

@@ -20,6 +20,10 @@ decoding and resizing. All such caches in the process share one budget
 most :data:`DEFAULT_DECODED_CACHE_MAX_MB`): a pipeline keeps as many of its
 images as the budget has room for and decodes the rest every epoch, so
 20,000 images never occupy more than the budget.
+
+A head trained on extracted features reads them through
+:func:`feature_batches`, which batches row indices and gathers the rows from
+the feature array, so the features are held once.
 """
 
 from __future__ import annotations
@@ -245,6 +249,35 @@ def image_batches(
     # The dataset owns the decoded images: they live exactly as long as it does.
     dataset._tlstudio_decoded_cache = cache
     return dataset
+
+
+def feature_batches(
+    features: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
+    """Batches of ``(features[i], labels[i])``, rows read from the arrays as each batch is needed.
+
+    Only the row indices go through tf.data (with ``shuffle_seed``, in a new
+    order each epoch): shuffling indices gives the order shuffling the rows
+    would, without tf.data holding its own copies of every feature (a tensor of
+    all rows, then a shuffle buffer of them), so memory grows by one feature
+    array with the data, not three.
+    """
+    indices = tf.data.Dataset.range(len(features))
+    if shuffle_seed is not None and len(features):
+        indices = indices.shuffle(len(features), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def rows(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return features[batch], labels[batch]
+
+    def gather(batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        values, batch_labels = tf.numpy_function(
+            rows, [batch], (tf.as_dtype(features.dtype), tf.as_dtype(labels.dtype)), stateful=False
+        )
+        values.set_shape((None, *features.shape[1:]))
+        batch_labels.set_shape((None, *labels.shape[1:]))
+        return values, batch_labels
+
+    return indices.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 def load_images(paths: Sequence[str], input_size: int, batch_size: int = 32) -> np.ndarray:

@@ -35,6 +35,11 @@ from tlstudio.core.train import acceleration
 _VERIFY_THREADS = 4
 
 
+EXTRACT_CHUNK = 2048
+"""Images per ``predict`` call. Keras keeps a call's batch outputs until it joins them, a second copy
+of what it returns: chunks keep that copy small while the features fill one array."""
+
+
 def extract(
     frozen: "keras.Model",
     items: Sequence[ImageItem],
@@ -46,12 +51,19 @@ def extract(
 ) -> np.ndarray:
     """The frozen part's output for every item, in order, as float32; ImageError for an unreadable file."""
     classes_count = max((item.label for item in items), default=0) + 1
-    batches = pipeline.image_batches(items, classes_count, input_size, batch_size, shuffle=False)
     progress = _ExtractProgress(len(items), batch_size, on_event, should_stop, label)
     acceleration.configure_jit(frozen)
-    with pipeline.image_errors_surfaced():
-        values = frozen.predict(batches, verbose=0, callbacks=[progress])
-    return np.asarray(values, dtype=np.float32)
+    features: np.ndarray | None = None
+    for start in range(0, max(len(items), 1), EXTRACT_CHUNK):
+        chunk = items[start:start + EXTRACT_CHUNK]
+        batches = pipeline.image_batches(chunk, classes_count, input_size, batch_size, shuffle=False)
+        progress.offset, progress.end = start, start + len(chunk)
+        with pipeline.image_errors_surfaced():
+            values = frozen.predict(batches, verbose=0, callbacks=[progress])
+        if features is None:
+            features = np.empty((len(items), *values.shape[1:]), dtype=np.float32)
+        features[start:start + len(chunk)] = values
+    return features
 
 
 def cached_features(
@@ -174,6 +186,8 @@ class _ExtractProgress(keras.callbacks.Callback):
 
     def __init__(self, total: int, batch_size: int, on_event: OnEvent, should_stop: ShouldStop, label: str) -> None:
         super().__init__()
+        self.offset, self.end = 0, total
+        """This ``predict`` call's items: ``offset`` to ``end`` of ``total`` (extraction runs in chunks)."""
         self.total = total
         self.batch_size = batch_size
         self.on_event = on_event
@@ -181,10 +195,10 @@ class _ExtractProgress(keras.callbacks.Callback):
         self.label = label
 
     def on_predict_begin(self, logs=None) -> None:
-        self.on_event(Progress("extract", 0, self.total, f"features of the {self.label} images"))
+        self.on_event(Progress("extract", self.offset, self.total, f"features of the {self.label} images"))
 
     def on_predict_batch_end(self, batch, logs=None) -> None:
-        done = min(self.total, (batch + 1) * self.batch_size)
+        done = min(self.end, self.offset + (batch + 1) * self.batch_size)
         self.on_event(Progress("extract", done, self.total, f"features of the {self.label} images"))
         if self.should_stop():
             raise Cancelled("Feature extraction was cancelled.")

@@ -348,13 +348,10 @@ class _Trainer:
         assert self.features is not None
         train_x, val_x = self.features
         batch = self.spec.batch_size
-        train_data = (
-            tf.data.Dataset.from_tensor_slices((train_x, _labels(self.dataset.train)))
-            .shuffle(len(train_x), seed=self.recipe.data.seed, reshuffle_each_iteration=True)
-            .batch(batch)
-            .prefetch(tf.data.AUTOTUNE)
+        return (
+            pipeline.feature_batches(train_x, _labels(self.dataset.train), batch, self.recipe.data.seed),
+            pipeline.feature_batches(val_x, _labels(self.dataset.val), batch),
         )
-        return train_data, tf.data.Dataset.from_tensor_slices((val_x, _labels(self.dataset.val))).batch(batch)
 
     def _image_data(self) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         batch = self.spec.batch_size
