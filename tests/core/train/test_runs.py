@@ -192,3 +192,20 @@ def test_a_damaged_checkpoint_is_a_clear_error_and_never_unpickled(tmp_path):
     with pytest.raises(UserError, match="cannot be read"):
         checkpoint.load(tmp_path)
     assert checkpoint.load(tmp_path / "nothing-here") is None
+
+
+def test_a_run_model_with_a_lambda_layer_is_refused_before_keras_reads_it(tmp_path, monkeypatch):
+    """A run folder shared by someone else is data: code hidden in its model never runs."""
+    import keras
+
+    from tlstudio.core.use import predict
+
+    _write_run(tmp_path / "r")
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Lambda(lambda t: t * 2)(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "r" / runs.MODEL_FILE)
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: pytest.fail("the file was deserialised"))
+    with pytest.raises(ModelFileError, match="refused for safety.*Lambda"):
+        runs.load_run(tmp_path / "r").load_model()
+    with pytest.raises(ModelFileError, match="refused for safety.*Lambda"):
+        predict.load_predictor(tmp_path / "r" / runs.MODEL_FILE)

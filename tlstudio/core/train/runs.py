@@ -43,6 +43,7 @@ try:
 except ImportError:  # Windows: a running run cannot be told from a killed one
     fcntl = None  # type: ignore[assignment]
 
+from tlstudio.core.model.model_files import check_model_file
 from tlstudio.core.spec import paths
 from tlstudio.core.spec.errors import ModelFileError, UserError
 from tlstudio.core.spec.recipe import Recipe, load_project
@@ -116,6 +117,7 @@ class Run:
                 f"The run folder {str(self.path)!r} has no {MODEL_FILE}: the run stopped before saving "
                 "a model. Train again."
             )
+        check_model_file(self.model_path)  # a run folder can come from anyone: read it as data first
         try:
             return keras.saving.load_model(self.model_path, compile=False, safe_mode=True)
         except (OSError, ValueError, TypeError) as error:

@@ -15,6 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
+from tlstudio.core.model.model_files import check_model_file
 from tlstudio.core.spec.errors import Cancelled, ImageError, ModelFileError, UserError
 from tlstudio.core.data.verify import name_some, read_summary
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
@@ -183,6 +184,7 @@ def _load_keras(path: Path):
 
     import tlstudio.core.model.preprocess  # noqa: F401  registers the Preprocess layer for loading
 
+    check_model_file(path)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except (OSError, ValueError, TypeError) as error:
