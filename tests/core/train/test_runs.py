@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tlstudio.core.spec import paths
+from tlstudio.core.spec import atomic, paths
 from tlstudio.core.train import runs
 from tlstudio.core.spec.errors import ModelFileError, UserError
 from tlstudio.core.spec.recipe import BaseSpec, DataSpec, Recipe, save_project
@@ -175,7 +175,7 @@ def test_write_atomically_leaves_the_old_file_on_a_failed_write(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(OSError):
-        runs.write_atomically(tmp_path / "m.json", full_disk)
+        atomic.write_atomic_with(tmp_path / "m.json", full_disk)
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 

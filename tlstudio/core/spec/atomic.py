@@ -36,11 +36,11 @@ def write_atomic_with(target: str | os.PathLike[str], write: Callable[[BinaryIO]
         except OSError:
             pass
         raise
-    _sync_folder(path.parent)
+    sync_folder(path.parent)
     return path
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make the rename itself durable where the platform allows syncing a folder."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)

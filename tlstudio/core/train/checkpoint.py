@@ -1,7 +1,7 @@
 """The checkpoint a run writes at every epoch end, and reading it back to resume.
 
 ``checkpoint.npz`` in the run folder holds, in one file written whole (see
-:func:`tlstudio.core.train.runs.write_atomically`):
+:func:`tlstudio.core.spec.atomic.write_atomic_with`):
 
 - the loop state (:class:`tlstudio.core.train.callbacks.LoopState`): phase,
   epochs done in it and in the run, steps, history, early stopping's counter,
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tlstudio.core.spec import anatomy
+from tlstudio.core.spec import atomic
 from tlstudio.core.spec.errors import UserError
 from tlstudio.core.train import runs
 from tlstudio.core.train.callbacks import Best, LoopState
@@ -75,7 +76,7 @@ def save(folder: Path, checkpoint: Checkpoint) -> None:
             arrays[f"layer/{name}/{index}"] = np.asarray(value)
     arrays.update({f"optimizer/{i}": np.asarray(v) for i, v in enumerate(checkpoint.optimizer)})
     arrays.update({f"best/{i}": np.asarray(v) for i, v in enumerate(checkpoint.best_values)})
-    runs.write_atomically(folder / runs.CHECKPOINT_FILE, lambda stream: np.savez(stream, **arrays))
+    atomic.write_atomic_with(folder / runs.CHECKPOINT_FILE, lambda stream: np.savez(stream, **arrays))
 
 
 def load(folder: Path) -> Checkpoint | None:

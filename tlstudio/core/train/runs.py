@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Any, IO
 
 try:
     import fcntl
@@ -45,6 +44,7 @@ except ImportError:  # Windows: a running run cannot be told from a killed one
 
 from tlstudio.core.model.model_files import check_model_file
 from tlstudio.core.spec import paths
+from tlstudio.core.spec.atomic import sync_folder, write_atomic
 from tlstudio.core.spec.errors import ModelFileError, UserError
 from tlstudio.core.spec.recipe import Recipe, load_project
 
@@ -156,40 +156,6 @@ class RunListing:
     broken: list[BrokenRun]
 
 
-def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file whole or not at all: ``write`` fills a temporary file beside it, flushed to disk, then renamed.
-
-    On any error the temporary file is removed and the target is left as it was.
-    """
-    target = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _sync_folder(target.parent)
-    return target
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def save_model_atomically(model: Any, path: Path) -> Path:
     """``model.save(path)`` whole or not at all: saved beside it under a temporary name, flushed, then renamed."""
     partial = path.with_name(PARTIAL_MODEL_FILE)
@@ -201,7 +167,7 @@ def save_model_atomically(model: Any, path: Path) -> Path:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    _sync_folder(path.parent)
+    sync_folder(path.parent)
     return path
 
 
@@ -216,7 +182,7 @@ def remove_partial_files(folder: Path) -> None:
 def write_json(path: str | os.PathLike[str], value: Any) -> Path:
     """Write ``value`` as indented JSON atomically (temporary file, flush, rename)."""
     data = (json.dumps(value, indent=2, allow_nan=True) + "\n").encode("utf-8")
-    return write_atomically(path, lambda stream: stream.write(data))
+    return write_atomic(path, data)
 
 
 def write_status(folder: Path, status: str, reason: str = "") -> None:
