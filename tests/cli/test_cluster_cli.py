@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -75,13 +76,14 @@ def _train(project, env) -> subprocess.Popen:
 
 
 def _finish(process: subprocess.Popen) -> dict:
+    """The run's JSON result, with what the process wrote to stderr under ``"log"``."""
     try:
         out, err = process.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         process.kill()
         raise
     assert process.returncode == 0, err[-3000:]
-    return json.loads(out)
+    return {**json.loads(out), "log": err}
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +107,21 @@ def test_two_workers_reach_the_single_process_accuracy(cluster_run):
     _, (chief, other), single = cluster_run
     assert abs(chief["val_accuracy"] - single["val_accuracy"]) <= 0.02
     assert chief["history"]["loss"] == pytest.approx(single["history"]["loss"], rel=1e-3)
+
+
+def test_each_worker_extracts_only_its_share_of_the_images(cluster_run):
+    _, workers, single = cluster_run
+    total = re.search(r"(\d+) image\(s\) read from the cache, (\d+) extracted", single["log"])
+    assert total and int(total[2]) > 0
+    images = int(total[1]) + int(total[2])
+    shares = []
+    for number, worker in enumerate(workers, start=1):
+        cache = re.search(r"(\d+) image\(s\) read from the cache, (\d+) extracted", worker["log"])
+        share = re.search(rf"Worker {number} of 2 extracted .* images, (\d+) of (\d+);", worker["log"])
+        assert cache and share, worker["log"][-2000:]
+        assert int(share[2]) == images and int(cache[1]) + int(cache[2]) == int(share[1])
+        shares.append(int(share[1]))
+    assert sum(shares) == images and abs(shares[0] - shares[1]) <= 2  # one split's odd image each at most
 
 
 def test_both_workers_report_the_same_loss(cluster_run):

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tlstudio.core import tf_compat
@@ -220,6 +221,58 @@ def agree(strategy: tf.distribute.Strategy, flag: bool) -> bool:
         return flag
     value = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(float(flag)))
     return float(strategy.reduce(_SUM, value, axis=None)) > 0
+
+
+def worker_share(strategy: tf.distribute.Strategy) -> tuple[int, int]:
+    """``(this worker's position, how many workers)``: ``(0, 1)`` outside a multi-worker run.
+
+    Workers have the same number of devices each (the strategy requires it),
+    so a worker's position is its first replica's id over that number.
+    """
+    if not is_multi_worker(strategy):
+        return 0, 1
+    local = len(strategy.extended.worker_devices)
+    ids: list[int] = []
+
+    def note(context: tf.distribute.experimental.ValueContext) -> tf.Tensor:
+        ids.append(int(context.replica_id_in_sync_group))
+        return tf.constant(0.0)
+
+    strategy.experimental_distribute_values_from_function(note)
+    return min(ids) // local, replicas(strategy) // local
+
+
+def gather_rows(strategy: tf.distribute.Strategy, rows: np.ndarray, positions: np.ndarray, count: int) -> np.ndarray:
+    """Every worker's ``rows`` put at their ``positions`` of ``count`` rows, on every worker.
+
+    Each worker gives its own share (its first device does; the others give
+    no rows) to an all-gather, and the positions its rows belong at to
+    another, so the result does not depend on the order of the workers.
+    """
+    if not is_multi_worker(strategy):
+        return rows
+    all_rows = _gather_first_device(strategy, rows)
+    all_positions = _gather_first_device(strategy, positions)
+    if sorted(all_positions.tolist()) != list(range(count)):
+        raise TrainingError(
+            "The workers of the cluster extracted different images: give every worker the same image folders "
+            "and the same project, then start all of them again."
+        )
+    gathered = np.empty((count, *rows.shape[1:]), dtype=rows.dtype)
+    gathered[all_positions] = all_rows
+    return gathered
+
+
+def _gather_first_device(strategy: tf.distribute.Strategy, values: np.ndarray) -> np.ndarray:
+    """Each worker's ``values`` (from its first device; its other devices give none), concatenated."""
+    given: list[bool] = []
+
+    def share(_context: tf.distribute.experimental.ValueContext) -> tf.Tensor:
+        first = not given
+        given.append(True)
+        return tf.constant(values if first else values[:0])
+
+    return strategy.gather(strategy.experimental_distribute_values_from_function(share), axis=0).numpy()
 
 
 class TrainingSteps:

@@ -136,7 +136,7 @@ def without_unreadable(
     DataError when a class no longer has enough images to train on.
     """
     candidates = [item for item in (*dataset.train, *dataset.val) if item.path != first.path]
-    found = [first, *_unreadable(candidates)]
+    found = [first, *unreadable(candidates)]
     bad = {error.path for error in found}
     for error in found:
         skipped.files.append((error.path, error.reason))
@@ -165,7 +165,7 @@ def retrying(work: Callable[[], object], on_unreadable: Callable[[ImageError], N
             on_unreadable(error)
 
 
-def _unreadable(items: Sequence[ImageItem]) -> list[ImageError]:
+def unreadable(items: Sequence[ImageItem]) -> list[ImageError]:
     """The decoding error of every item that cannot be decoded, in item order."""
 
     def check(item: ImageItem) -> ImageError | None:

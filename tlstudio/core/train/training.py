@@ -58,7 +58,9 @@ from tlstudio.core.model import backbones, classifier, tensors
 from tlstudio.core.spec.errors import Cancelled, ImageError, RecipeError, UserError
 from tlstudio.core.spec.events import Message, OnEvent, PhaseStarted, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import Recipe, TrainSpec, save_project
-from tlstudio.core.train import acceleration, callbacks, checkpoint, distribute, extraction, run_folder, runs
+from tlstudio.core.train import (
+    acceleration, callbacks, checkpoint, distribute, extraction, run_folder, runs, shared_extraction,
+)
 from tlstudio.core.train.batch_norm import finalize_batch_norm, finalize_from_features, finalize_in_run, split_head
 from tlstudio.core.train.callbacks import FINE_TUNE_PHASE, HISTORY_KEYS, LoopState, Phase
 from tlstudio.core.train.objectives import class_weights as _class_weights
@@ -317,10 +319,17 @@ class _Trainer:
         self.state.head_epochs = self.state.epoch
 
     def _cached_features(self) -> tuple[np.ndarray, np.ndarray]:
-        splits = ((self.dataset.train, "training"), (self.dataset.val, "validation"))
-        (train_x, val_x), _ = extraction.cached_features(
-            self.frozen, extraction.base_label(self.recipe), self.recipe.cut_tensor, splits, self.input_size,
-            self.spec.batch_size, self.report, self.should_stop,
+        def extract(splits: list) -> list[np.ndarray]:
+            features, _ = extraction.cached_features(
+                self.frozen, extraction.base_label(self.recipe), self.recipe.cut_tensor,
+                tuple(zip(splits, ("training", "validation"))), self.input_size, self.spec.batch_size,
+                self.report, self.should_stop,
+            )
+            return features
+
+        train_x, val_x = shared_extraction.shared_features(
+            self.strategy, (self.dataset.train, self.dataset.val), extract, tuple(self.frozen.output_shape[1:]),
+            self.report,
         )
         return train_x, val_x
 
