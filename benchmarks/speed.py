@@ -54,6 +54,13 @@ feature cache, through ``TLSTUDIO_HOME``). The last lines are ``name: value``:
   this process: start-up, TensorFlow's import, building the base, reading
   the cache. ``cli_cpp_log_lines`` counts TensorFlow C++ lines it printed
   (should be 0).
+* ``cluster_extracted_per_worker`` / ``cluster_images`` — two ``tlstudio
+  train`` workers on 127.0.0.1 (``TF_CONFIG``, a cold feature cache each)
+  train the same head-only EfficientNet-Lite0 recipe; the most images either
+  worker extracted, read from its log, next to the images of the run (goal:
+  half of them, each worker extracting its share). ``cluster_seconds`` is the
+  wall time of the two workers together, next to ``cli_cold_s``, one process
+  doing the same on a cold cache.
 * ``peak_rss_mb`` — this process's peak resident memory.
 """
 
@@ -62,7 +69,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -103,6 +112,7 @@ def main() -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         results = _engine_benchmarks(work, images, size)
         results.update(_command_benchmarks(work, size))
+        results.update(_cluster_benchmarks(work, size))
         if not args.no_gui:
             results.update(_gui_benchmarks(work))
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -378,7 +388,9 @@ def _command_benchmarks(work: Path, size: int) -> dict[str, float]:
                "--input-size", str(size), "--epochs", str(HEAD_EPOCHS), "--batch-size", str(BATCH_SIZE),
                "--lr", str(LEARNING_RATE), "--patience", "0", "--quiet"]
     feature_cache.clear()
+    started = time.perf_counter()
     subprocess.run([*command, "--out", str(work / "cli-cold")], env=env, check=True, capture_output=True)
+    cold = time.perf_counter() - started
     started = time.perf_counter()
     warm = subprocess.run([*command, "--out", str(work / "cli-warm")], env=env, check=True, capture_output=True,
                           text=True)
@@ -400,7 +412,41 @@ def _command_benchmarks(work: Path, size: int) -> dict[str, float]:
         "tf_import_s": round(tf_import, 2),
         "cli_warm_overhead_s": round(whole - head, 2),
         "cli_cpp_log_lines": len(noise),
+        "cli_cold_s": round(cold, 2),
     }
+
+
+def _cluster_benchmarks(work: Path, size: int) -> dict[str, float]:
+    """Two loopback workers train the ``tlstudio train`` recipe of :func:`_command_benchmarks` on cold caches."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    addresses = [f"127.0.0.1:{port}" for port in ports]
+    command = [sys.executable, "-m", "tlstudio", "train", "--data", str(work / "images"), "--base",
+               "efficientnet-lite0", "--input-size", str(size), "--epochs", str(HEAD_EPOCHS), "--batch-size",
+               str(BATCH_SIZE // 2), "--lr", str(LEARNING_RATE), "--patience", "0"]
+    workers = []
+    started = time.perf_counter()
+    for index in range(2):
+        env = {**os.environ, "TLSTUDIO_HOME": str(work / f"cluster-{index}"),
+               "TF_CONFIG": json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True))
+    logs = [worker.communicate(timeout=PROBE_TIMEOUT_S)[1] for worker in workers]
+    seconds = time.perf_counter() - started
+    extracted, images = [], 0
+    for worker, log in zip(workers, logs):
+        cache = re.search(r"(\d+) image\(s\) read from the cache, (\d+) extracted", log)
+        share = re.search(r"its share of the images, \d+ of (\d+);", log)
+        if worker.returncode != 0 or cache is None or share is None:
+            raise RuntimeError(f"A cluster worker failed (exit {worker.returncode}):\n{log[-3000:]}")
+        extracted.append(int(cache[2]))
+        images = int(share[1])
+    _log(f"cluster of 2 workers: extracted {extracted} of {images} images, {seconds:.1f} s")
+    return {"cluster_extracted_per_worker": max(extracted), "cluster_images": images,
+            "cluster_seconds": round(seconds, 2)}
 
 
 # ------------------------------------------------------------------ GUI

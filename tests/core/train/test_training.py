@@ -307,6 +307,21 @@ def test_batch_norm_finalisation_matches_numpy(image_root):
         assert not np.allclose(layer.moving_variance.numpy(), 1.0)
 
 
+@pytest.mark.parametrize("shape, axis", [((10, 4), 1), ((7, 3, 2, 5), 3), ((9, 6, 2), 1), ((1, 3), 1), ((0, 3), 1)])
+def test_moments_in_steps_equal_numpys_mean_and_variance(shape, axis, monkeypatch):
+    from tlstudio.core.train import batch_norm
+
+    monkeypatch.setattr(batch_norm, "MOMENT_ROWS", 3)
+    values = (np.random.default_rng(2).normal(size=shape) * 50 + 1000).astype(np.float32)
+    mean, variance = batch_norm.moments(values, axis)
+    axes = tuple(a for a in range(len(shape)) if a != axis)
+    if values.size:
+        np.testing.assert_allclose(mean, values.astype(np.float64).mean(axis=axes), rtol=1e-12)
+        np.testing.assert_allclose(variance, values.astype(np.float64).var(axis=axes), rtol=1e-9)
+    else:
+        assert mean.shape == variance.shape == (shape[axis],)
+
+
 def test_finalisation_in_a_run_is_reported_and_kept(image_root, tmp_path):
     events = []
     result = training.train(
