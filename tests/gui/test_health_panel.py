@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from PySide6.QtCore import Qt
 
 from tlstudio.gui import workers
 from tlstudio.gui.pages.data_page import DataPage
@@ -69,6 +70,27 @@ def test_map_draws_points_and_a_click_selects_the_finding(qtbot, page, state):
     page.tabs.setCurrentIndex(0)
     chart.image_chosen.emit(path)
     assert page.tabs.currentWidget() is page.health_panel
+
+
+def test_the_map_rings_what_the_last_evaluation_got_wrong(qtbot, page, state):
+    from tlstudio.core.use.evaluation import ImageRecord
+    from tlstudio.core.use.feature_map import FLAG_COLOURS
+
+    chart = page.map_panel
+    with qtbot.waitSignal(chart.scatter.sigPlotChanged, timeout=120_000):
+        chart.run_button.click()
+    paths = [point.data() for point in chart.scatter.points()]
+    records = (ImageRecord(paths[0], 0, 1, (0.2, 0.8, 0.0), 1.6), ImageRecord(paths[1], 0, 0, (0.9, 0.1, 0.0), 0.1))
+    evaluation = type("Evaluation", (), {"records": records})()
+    state.evaluated.emit(evaluation)
+
+    def ring(path):
+        point = next(p for p in chart.scatter.points() if p.data() == path)
+        return point.pen().color().getRgb()[:3], point.pen().style()
+
+    assert ring(paths[0]) == (FLAG_COLOURS["misclassified"], Qt.PenStyle.SolidLine)
+    assert ring(paths[1])[1] == Qt.PenStyle.NoPen
+    assert "black wrong in the last evaluation" in chart.status.text()
 
 
 def test_apply_to_folders_moves_files_and_undo_brings_them_back(qtbot, page, state, image_root, tmp_path):

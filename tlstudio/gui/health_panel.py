@@ -342,6 +342,8 @@ class MapPanel(_Job):
         self.state = state
         self.map: Any = None
         self.flags: dict[str, str] = {}
+        self.mistakes: dict[str, str] = {}
+        state.evaluated.connect(self.set_evaluation)
         self.run_button.setToolTip("Project the cut features to 2-D (PCA, then t-SNE): similar images land close.")
         self.run_button.clicked.connect(self.draw)
         self.plot = pg.PlotWidget()
@@ -372,21 +374,33 @@ class MapPanel(_Job):
         if self.map is not None:
             self.show_map(self.map)
 
+    def set_evaluation(self, evaluation: Any) -> None:
+        """Ring the images ``evaluation`` got wrong (a health finding on the same image is ringed instead)."""
+        from tlstudio.core.use.feature_map import mistake_flags
+
+        self.mistakes = mistake_flags(evaluation)
+        if self.map is not None:
+            self.show_map(self.map)
+
     def show_map(self, fmap: Any) -> None:
         from tlstudio.core.use.feature_map import FLAG_COLOURS, PALETTE
 
         self.map = fmap
         spots = []
+        flags = {**self.mistakes, **self.flags}
         for (x, y), path, label in zip(fmap.points, fmap.paths, fmap.labels):
-            flag = self.flags.get(path)
+            flag = flags.get(path)
             spots.append({
                 "pos": (float(x), float(y)), "data": path,
                 "brush": pg.mkBrush(QColor(*PALETTE[label % len(PALETTE)])),
                 "pen": pg.mkPen(QColor(*FLAG_COLOURS[flag]), width=3) if flag else pg.mkPen(None),
             })
         self.scatter.setData(spots)
-        self.status.setText(f"{counted(len(fmap.paths), 'image')}; colours are classes, rings are health findings. "
-                            "Hover for the file, click to see it in Health.")
+        self.status.setText(
+            f"{counted(len(fmap.paths), 'image')}; colours are classes. Rings: red likely mislabelled, orange "
+            "outlier, purple near-duplicate (Health), black wrong in the last evaluation. Hover for the file, "
+            "click to see it in Health."
+        )
 
 
 def _tip(x: float, y: float, data: str) -> str:

@@ -43,6 +43,8 @@ class ProjectState(QObject):
     dataset_changed = Signal(object)
     base_model_changed = Signal(object)
     run_finished = Signal(object)
+    evaluated = Signal(object)
+    """The Evaluate page showed an evaluation (the Data page's map rings its mistakes)."""
     busy = Signal(str)
     error = Signal(object)
     dirty_changed = Signal(bool)

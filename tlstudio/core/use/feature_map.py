@@ -27,7 +27,9 @@ PALETTE = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
 )
-FLAG_COLOURS = {"mislabeled": (230, 0, 0), "outlier": (255, 170, 0), "duplicate": (160, 0, 200)}
+FLAG_COLOURS = {
+    "mislabeled": (230, 0, 0), "outlier": (255, 170, 0), "duplicate": (160, 0, 200), "misclassified": (20, 20, 20),
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,12 @@ def project(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nda
         points = reduced[:, :2]
     low, high = points.min(axis=0), points.max(axis=0)
     return (points - low) / np.where(high - low > 0, high - low, 1.0)
+
+
+def mistake_flags(evaluation: Any) -> dict[str, str]:
+    """``path → "misclassified"`` for every image an evaluation (:class:`~tlstudio.core.use.evaluation.Evaluation`)
+    got wrong."""
+    return {record.path: "misclassified" for record in evaluation.records if not record.correct}
 
 
 def health_flags(report: Any) -> dict[str, str]:

@@ -341,6 +341,7 @@ class EvaluatePage(QWidget):
         self.matrix_view.set_matrix(matrix, classes)
         self.mistakes.set_evaluation(evaluation)
         self.evaluated.emit(evaluation)
+        self.state.evaluated.emit(evaluation)
 
     def _sync_selected_cell(self) -> None:
         self.matrix_view.set_selected_cell(self.mistakes.cell)
