@@ -17,7 +17,8 @@ def test_separators_all_mean_one_layer_each(text, units):
     assert parse_hidden_units(text) == units
 
 
-@pytest.mark.parametrize("text", ["12, x", "1.5", "256_128", "+5", "1e3", "٣", "-4", "0"])
+@pytest.mark.parametrize("text", ["12, x", "1.5", "256_128", "+5", "1e3", "٣", "-4", "0", "100000",
+                                  "64 " * 9])
 def test_bad_sizes_are_refused_naming_the_text(text):
     with pytest.raises(RecipeError, match="Received") as caught:
         parse_hidden_units(text)

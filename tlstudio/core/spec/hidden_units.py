@@ -11,6 +11,10 @@ import re
 
 from tlstudio.core.spec.errors import RecipeError
 
+MAX_UNITS = 16_384
+"""The largest hidden layer: 1,280 features into 16,384 units is already 21 million weights."""
+MAX_LAYERS = 8
+
 _SEPARATORS = re.compile(r"[,;\s]+")
 _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
@@ -26,6 +30,13 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
     units = tuple(int(part) for part in parts)
     if any(unit <= 0 for unit in units):
         raise RecipeError(f"Hidden layer sizes must be positive. Received: {text!r}")
+    if any(unit > MAX_UNITS for unit in units):
+        raise RecipeError(
+            f"A hidden layer can have at most {MAX_UNITS:,} units (typical heads use 64 to 1,024). "
+            f"Received: {text!r}"
+        )
+    if len(units) > MAX_LAYERS:
+        raise RecipeError(f"The head can have at most {MAX_LAYERS} hidden layers. Received: {text!r}")
     return units
 
 

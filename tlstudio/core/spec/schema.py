@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tlstudio.core.spec.hidden_units import MAX_UNITS
+
 VERSION_KEY = "tlstudio_project"
 
 
@@ -44,7 +46,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
     },
     "head": {
         "pooling": Field("str"),
-        "hidden_units": Field("[int]", 1, 1_000_000),
+        "hidden_units": Field("[int]", 1, MAX_UNITS),
         "dropout": Field("float", 0.0, 1.0),
         "batch_norm": Field("bool"),
         "bn_epsilon": Field("float", 0.0, 1.0),
