@@ -269,3 +269,36 @@ def test_training_stops_when_a_class_loses_its_images(image_root, tiny_vgg_file,
 
     with pytest.raises(DataError, match=r"cannot be read.*'squares'"):
         training.train(_recipe(image_root, tiny_vgg_file), dataset=dataset, out_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("interval", [0.0, 3600.0])
+def test_the_best_model_is_saved_at_most_every_interval_and_metrics_describe_it(
+    image_root, tiny_vgg_file, tmp_path, monkeypatch, interval
+):
+    """Saving a big classifier every better epoch costs more than a head epoch: it is saved at most every
+    ``MODEL_SAVE_INTERVAL_S``, and an interrupted run's metrics are those of the model in its folder."""
+    monkeypatch.setattr(training, "MODEL_SAVE_INTERVAL_S", interval)
+    saved = []
+    original_save = runs.save_model_atomically
+    monkeypatch.setattr(runs, "save_model_atomically", lambda model, path: saved.append(path) or original_save(model, path))
+    folder = tmp_path / "run"
+    original = callbacks.Checkpointing.on_epoch_end
+
+    def failing(self, index, logs=None):
+        original(self, index, logs)
+        if len(json.loads((folder / runs.HISTORY_FILE).read_text())["loss"]) == 4:
+            raise TrainingError("Training stopped: the device ran out of memory with batch size 8.")
+
+    monkeypatch.setattr(callbacks.Checkpointing, "on_epoch_end", failing)
+    with pytest.raises(TrainingError):
+        training.train(_recipe(image_root, tiny_vgg_file, epochs=6, learning_rate=1e-3), out_dir=folder)
+    run = runs.load_run(folder)
+    losses = run.history["val_loss"][:4]
+    best_epochs = [i + 1 for i, loss in enumerate(losses) if loss <= min(losses[: i + 1])]
+    if interval == 0.0:  # every better epoch is saved
+        assert len(saved) == len(best_epochs) and run.metrics["best_epoch"] == best_epochs[-1]
+    else:  # only the first: the folder holds epoch 1's model, and its metrics say so
+        assert len(saved) == 1 and run.metrics["best_epoch"] == 1
+    assert run.metrics["epochs"] == 4
+    assert run.metrics["val_loss"] == pytest.approx(run.history["val_loss"][int(run.metrics["best_epoch"]) - 1])
+    assert training.resume(folder).metrics["epochs"] == 6
