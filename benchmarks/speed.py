@@ -438,12 +438,12 @@ def _cluster_benchmarks(work: Path, size: int) -> dict[str, float]:
     seconds = time.perf_counter() - started
     extracted, images = [], 0
     for worker, log in zip(workers, logs):
-        cache = re.search(r"(\d+) image\(s\) read from the cache, (\d+) extracted", log)
-        share = re.search(r"its share of the images, \d+ of (\d+);", log)
+        cache = re.search(r"([\d,]+) images? read from the cache, ([\d,]+) extracted", log)
+        share = re.search(r"its share of the images, [\d,]+ of ([\d,]+);", log)
         if worker.returncode != 0 or cache is None or share is None:
             raise RuntimeError(f"A cluster worker failed (exit {worker.returncode}):\n{log[-3000:]}")
-        extracted.append(int(cache[2]))
-        images = int(share[1])
+        extracted.append(int(cache[2].replace(",", "")))
+        images = int(share[1].replace(",", ""))
     _log(f"cluster of 2 workers: extracted {extracted} of {images} images, {seconds:.1f} s")
     return {"cluster_extracted_per_worker": max(extracted), "cluster_images": images,
             "cluster_seconds": round(seconds, 2)}

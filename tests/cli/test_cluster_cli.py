@@ -111,12 +111,12 @@ def test_two_workers_reach_the_single_process_accuracy(cluster_run):
 
 def test_each_worker_extracts_only_its_share_of_the_images(cluster_run):
     _, workers, single = cluster_run
-    total = re.search(r"(\d+) image\(s\) read from the cache, (\d+) extracted", single["log"])
+    total = re.search(r"(\d+) images? read from the cache, (\d+) extracted", single["log"])
     assert total and int(total[2]) > 0
     images = int(total[1]) + int(total[2])
     shares = []
     for number, worker in enumerate(workers, start=1):
-        cache = re.search(r"(\d+) image\(s\) read from the cache, (\d+) extracted", worker["log"])
+        cache = re.search(r"(\d+) images? read from the cache, (\d+) extracted", worker["log"])
         share = re.search(rf"Worker {number} of 2 extracted .* images, (\d+) of (\d+);", worker["log"])
         assert cache and share, worker["log"][-2000:]
         assert int(share[2]) == images and int(cache[1]) + int(cache[2]) == int(share[1])

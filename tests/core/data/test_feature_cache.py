@@ -313,7 +313,7 @@ def test_a_second_run_with_another_head_extracts_nothing(image_root, tmp_path, m
         base_model=base, on_event=events.append, out_dir=tmp_path / "second",
     )
     assert sum(extracted) == 36, "the second run read every feature from the cache"
-    assert any("36 image(s) read from the cache, 0 extracted" in e.text for e in events if isinstance(e, Message))
+    assert any("36 images read from the cache, 0 extracted" in e.text for e in events if isinstance(e, Message))
     assert result.metrics["val_accuracy"] >= 0
 
 

@@ -10,6 +10,7 @@ import pytest
 from tlstudio.core.use.cut_comparison import CutResult, LinearProbe, compare_cuts, extract_features
 from tlstudio.core.data.dataset import scan_dataset
 from tlstudio.core.spec.errors import Cancelled, DataError, TensorNameError
+from tlstudio.core.spec.text import counted
 from tlstudio.core.spec.events import Message, Progress
 from tlstudio.core.data.images import load_rgb
 from tlstudio.core.model.preprocess import Preprocess
@@ -174,7 +175,7 @@ def test_a_training_after_a_comparison_reads_its_features_from_the_cache(image_r
     training.train(recipe, base_model=vgg, on_event=events.append, out_dir=tmp_path / "run")
     total = len(data.train) + len(data.val)
     assert sum(extracted) == 0
-    assert any(f"{total} image(s) read from the cache, 0 extracted" in text for text in _cache_messages(events))
+    assert any(f"{counted(total, 'image')} read from the cache, 0 extracted" in text for text in _cache_messages(events))
 
 
 def test_default_cuts_are_each_block_end_and_the_default_cut_in_layer_order():

@@ -23,6 +23,7 @@ from tlstudio.core.spec import anatomy
 from tlstudio.core.data.dataset import ImageItem
 from tlstudio.core.model import head
 from tlstudio.core.spec.errors import Cancelled, DataError
+from tlstudio.core.spec.text import counted
 from tlstudio.core.spec.events import Message, OnEvent
 from tlstudio.core.train import extraction
 
@@ -103,7 +104,7 @@ def finalize_in_run(
         report(Message("Batch-norm finalisation stopped on request; keeping the trained statistics."))
         return False
     count = finalize_from_features(model, chain, values, batch_size)
-    report(Message(f"Batch norm finalised in {count} layer(s)."))
+    report(Message(f"Batch norm finalised in {counted(count, 'layer')}."))
     return True
 
 

@@ -29,6 +29,7 @@ from tlstudio.core.data import feature_cache, images, pipeline
 from tlstudio.core.data.dataset import Dataset, ImageItem
 from tlstudio.core.spec.errors import Cancelled, DataError, ImageError
 from tlstudio.core.spec.recipe import Recipe
+from tlstudio.core.spec.text import counted
 from tlstudio.core.spec.events import Message, OnEvent, Progress, ShouldStop, ignore_event, never_stop
 from tlstudio.core.train import acceleration
 
@@ -100,7 +101,7 @@ def cached_features(
     notes = "; ".join(dict.fromkeys(use.note for use in uses if use.note))
     on_event(
         Message(
-            f"Feature cache: {from_cache} image(s) read from the cache, {extracted} extracted"
+            f"Feature cache: {counted(from_cache, 'image')} read from the cache, {extracted:,} extracted"
             + (f"; the cache {notes}" if notes else "")
             + f" (cache folder {cache.root}; clear it with 'tlstudio cache clear').",
             "warning" if notes and "off" not in notes else "info",
@@ -149,7 +150,7 @@ def without_unreadable(
     problems = remaining.problems()
     if problems:
         raise DataError(
-            f"Training stopped: {len(skipped)} image(s) cannot be read (the first: {skipped.files[0][0]!r}) "
+            f"Training stopped: {counted(len(skipped), 'image')} cannot be read (the first: {skipped.files[0][0]!r}) "
             "and without them " + " ".join(problems) + " Replace the unreadable files, then train again."
         )
     return remaining

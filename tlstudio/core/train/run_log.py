@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from tlstudio.core.spec.text import counted
 from tlstudio.core.spec.events import EpochEnded, Event, Message, OnEvent, PhaseStarted, Progress
 
 
@@ -38,7 +39,7 @@ def log_line(event: Event) -> str:
     """The log's line for ``event``; empty for events not logged (batches, extraction in progress)."""
     if isinstance(event, PhaseStarted):
         return (
-            f"Phase {event.name}: {event.epochs} epoch(s) of {event.steps_per_epoch} batch(es), "
+            f"Phase {event.name}: {counted(event.epochs, 'epoch')} of {counted(event.steps_per_epoch, 'batch', 'batches')}, "
             f"learning rate {event.learning_rate:g}"
         )
     if isinstance(event, EpochEnded):

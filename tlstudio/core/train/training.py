@@ -57,6 +57,7 @@ from tlstudio.core.data.dataset import Dataset, apply_corrections, scan_data_spe
 from tlstudio.core.spec import anatomy
 from tlstudio.core.model import backbones, classifier, tensors
 from tlstudio.core.spec.errors import Cancelled, ImageError, RecipeError, UserError
+from tlstudio.core.spec.text import counted
 from tlstudio.core.spec.events import Message, OnEvent, PhaseStarted, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import Recipe, TrainSpec, save_project
 from tlstudio.core.train import (
@@ -349,7 +350,7 @@ class _Trainer:
         base = self.model.get_layer(anatomy.BASE_NAME)
         self.base_weights = [(base.get_layer(name), base.get_layer(name).get_weights()) for name in names]
         self.fine_tuned = list(names)
-        self.report(Message(f"Fine-tuning {len(names)} layer(s) of the base: {', '.join(names)}."))
+        self.report(Message(f"Fine-tuning {counted(len(names), 'layer')} of the base: {', '.join(names)}."))
         self.features = None
         watched = _unique(
             list(self.model.trainable_variables) + [v for layer in self.chain for v in layer.variables]
@@ -472,7 +473,7 @@ class _Trainer:
         if fit_model.stop_training:
             self.report(
                 Message(
-                    f"Early stopping: no lower validation loss for {self.spec.early_stopping_patience} epoch(s); "
+                    f"Early stopping: no lower validation loss for {counted(self.spec.early_stopping_patience, 'epoch')}; "
                     f"keeping the weights of epoch {state.best.epoch}."
                 )
             )
@@ -559,7 +560,7 @@ class _Trainer:
             run_folder.save_end(self.run_dir, self.model, state.history, metrics, self.skipped.files,
                                 f"stopped on request after epoch {state.epoch}" if cancelled else None)
         if self.skipped.files:
-            self.report(Message(f"{len(self.skipped)} unreadable image(s) were skipped; they are listed in "
+            self.report(Message(f"Unreadable images skipped: {len(self.skipped)}; they are listed in "
                                 f"{runs.SKIPPED_FILE}.", "warning"))
         self.report(
             Message(
