@@ -278,15 +278,23 @@ def test_the_best_model_is_saved_at_most_every_interval_and_metrics_describe_it(
     """Saving a big classifier every better epoch costs more than a head epoch: it is saved at most every
     ``MODEL_SAVE_INTERVAL_S``, and an interrupted run's metrics are those of the model in its folder."""
     monkeypatch.setattr(training, "MODEL_SAVE_INTERVAL_S", interval)
-    saved = []
+    saved = []  # the epoch of each model saved during training (written before that epoch's history)
     original_save = runs.save_model_atomically
-    monkeypatch.setattr(runs, "save_model_atomically", lambda model, path: saved.append(path) or original_save(model, path))
     folder = tmp_path / "run"
+
+    def save(model, path):
+        history = folder / runs.HISTORY_FILE
+        saved.append(len(json.loads(history.read_text())["loss"]) + 1 if history.exists() else 1)
+        return original_save(model, path)
+
+    monkeypatch.setattr(runs, "save_model_atomically", save)
     original = callbacks.Checkpointing.on_epoch_end
+
+    fail_at = [4]
 
     def failing(self, index, logs=None):
         original(self, index, logs)
-        if len(json.loads((folder / runs.HISTORY_FILE).read_text())["loss"]) == 4:
+        if len(json.loads((folder / runs.HISTORY_FILE).read_text())["loss"]) == fail_at[0]:
             raise TrainingError("Training stopped: the device ran out of memory with batch size 8.")
 
     monkeypatch.setattr(callbacks.Checkpointing, "on_epoch_end", failing)
@@ -296,9 +304,16 @@ def test_the_best_model_is_saved_at_most_every_interval_and_metrics_describe_it(
     losses = run.history["val_loss"][:4]
     best_epochs = [i + 1 for i, loss in enumerate(losses) if loss <= min(losses[: i + 1])]
     if interval == 0.0:  # every better epoch is saved
-        assert len(saved) == len(best_epochs) and run.metrics["best_epoch"] == best_epochs[-1]
+        assert saved == best_epochs and run.metrics["best_epoch"] == best_epochs[-1]
     else:  # only the first: the folder holds epoch 1's model, and its metrics say so
-        assert len(saved) == 1 and run.metrics["best_epoch"] == 1
+        assert saved == [1] and run.metrics["best_epoch"] == 1
     assert run.metrics["epochs"] == 4
     assert run.metrics["val_loss"] == pytest.approx(run.history["val_loss"][int(run.metrics["best_epoch"]) - 1])
+    fail_at[0] = 5
+    with pytest.raises(TrainingError):
+        training.resume(folder)
+    run = runs.load_run(folder)  # the resumed run's metrics also describe the model in the folder
+    assert run.metrics["epochs"] == 5 and run.metrics["best_epoch"] == saved[-1]
+    assert run.metrics["val_loss"] == pytest.approx(run.history["val_loss"][int(run.metrics["best_epoch"]) - 1])
+    fail_at[0] = 0
     assert training.resume(folder).metrics["epochs"] == 6

@@ -40,6 +40,7 @@ cluster only the chief writes the run folder; other workers use a temporary one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import tempfile
@@ -80,6 +81,20 @@ MODEL_SAVE_INTERVAL_S = 30.0
 once, and the final model at the end): saving a VGG16 classifier takes about 0.2 s, more than an epoch of a
 head on cached features. ``metrics.json`` always describes the model in the folder."""
 _PROGRESS_METRICS = ("epochs", "head_epochs", "skipped_images")
+_MODEL_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "best_epoch")
+
+
+def _saved_metrics(folder: Path) -> dict[str, float] | None:
+    """The metrics of the model a resumed run's folder holds; None when it holds none or they cannot be read."""
+    if not (folder / runs.MODEL_FILE).is_file():
+        return None
+    try:
+        metrics = json.loads((folder / runs.METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or not all(isinstance(metrics.get(key), (int, float)) for key in _MODEL_METRICS):
+        return None
+    return {key: float(metrics[key]) for key in _MODEL_METRICS}
 
 
 @dataclass(frozen=True)
@@ -227,9 +242,9 @@ class _Trainer:
         self.state = self.point.loop if self.point is not None else LoopState()
         self.skipped = extraction.SkippedImages(list(self.point.skipped) if self.point is not None else [])
         self.kept_epochs = 0
-        self.saved_best: dict[str, float] | None = None
-        """The metrics of the model last saved into the run folder during training."""
-        self.model_saved_at = 0.0
+        self.saved_best = _saved_metrics(run_dir) if self.resumed else None
+        """The metrics of the model in the run folder, saved by this run or by the one it resumes."""
+        self.model_saved_at = -math.inf
         self.features: tuple[np.ndarray, np.ndarray] | None = None
         self.head_model: "keras.Model | None" = None
         self.frozen, self.chain = split_head(model)
@@ -504,7 +519,7 @@ class _Trainer:
         )
         metrics = self._metrics({})
         now = time.monotonic()
-        save_model = state.improved and (self.saved_best is None or now - self.model_saved_at >= MODEL_SAVE_INTERVAL_S)
+        save_model = state.improved and now - self.model_saved_at >= MODEL_SAVE_INTERVAL_S
         if save_model:
             self.saved_best, self.model_saved_at = metrics, now
         elif self.saved_best is not None:  # the metrics describe the model in the folder
