@@ -335,6 +335,7 @@ def test_extraction_in_chunks_gives_the_same_features_and_steady_progress(image_
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
     done = [event.done for event in events]
     assert done == sorted(done) and done[0] == 0 and done[-1] == len(items)
+    assert extraction.extract(frozen, [], 32, 4).shape == (0, *whole.shape[1:])  # a worker's empty share
 
 
 def test_features_of_an_empty_cache_are_the_extracted_array_itself(image_root, tiny_vgg):

@@ -51,11 +51,13 @@ def extract(
     label: str = "training",
 ) -> np.ndarray:
     """The frozen part's output for every item, in order, as float32; ImageError for an unreadable file."""
-    classes_count = max((item.label for item in items), default=0) + 1
+    if not items:
+        return np.zeros((0, *frozen.output_shape[1:]), dtype=np.float32)
+    classes_count = max(item.label for item in items) + 1
     progress = _ExtractProgress(len(items), batch_size, on_event, should_stop, label)
     acceleration.configure_jit(frozen)
     features: np.ndarray | None = None
-    for start in range(0, max(len(items), 1), EXTRACT_CHUNK):
+    for start in range(0, len(items), EXTRACT_CHUNK):
         chunk = items[start:start + EXTRACT_CHUNK]
         batches = pipeline.image_batches(chunk, classes_count, input_size, batch_size, shuffle=False)
         progress.offset, progress.end = start, start + len(chunk)
@@ -64,6 +66,7 @@ def extract(
         if features is None:
             features = np.empty((len(items), *values.shape[1:]), dtype=np.float32)
         features[start:start + len(chunk)] = values
+    assert features is not None
     return features
 
 
