@@ -30,6 +30,10 @@ PALETTE = (
 FLAG_COLOURS = {
     "mislabeled": (230, 0, 0), "outlier": (255, 170, 0), "duplicate": (160, 0, 200), "misclassified": (20, 20, 20),
 }
+FLAG_NAMES = {
+    "mislabeled": "likely mislabelled", "outlier": "outlier", "duplicate": "near-duplicate",
+    "misclassified": "wrong in the evaluation",
+}
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,8 @@ def render_png(
     if size < 200:
         raise UserError(f"The map must be at least 200 pixels wide. Received: size={size!r}")
     target = Path(path)
-    legend = 22 * (len(feature_map.classes) + len(FLAG_COLOURS)) + 20
+    rings = [name for name in FLAG_COLOURS if name != "misclassified" or name in feature_map.flags.values()]
+    legend = 22 * (len(feature_map.classes) + len(rings)) + 20
     canvas = Image.new("RGB", (size, size + legend), "white")
     draw = ImageDraw.Draw(canvas)
     margin = thumbnail
@@ -163,10 +168,9 @@ def render_png(
         draw.rectangle((10, y, 26, y + 16), fill=PALETTE[index % len(PALETTE)])
         draw.text((34, y + 2), name, fill="black")
         y += 22
-    for name, colour in FLAG_COLOURS.items():
-        draw.ellipse((10, y, 26, y + 16), outline=colour, width=3)
-        draw.text((34, y + 2), {"mislabeled": "likely mislabelled", "outlier": "outlier",
-                                "duplicate": "near-duplicate"}[name], fill="black")
+    for name in rings:
+        draw.ellipse((10, y, 26, y + 16), outline=FLAG_COLOURS[name], width=3)
+        draw.text((34, y + 2), FLAG_NAMES[name], fill="black")
         y += 22
     temporary = target.with_name(f".{target.name}.tmp")
     try:
