@@ -43,6 +43,19 @@ def test_map_renders_a_png_with_flags(image_root, tmp_path):
     assert fmap.to_dict()["points"][0]["flag"] == "mislabeled"
 
 
+def test_the_evaluations_mistakes_get_a_ring_and_a_legend_line_only_when_present(tmp_path):
+    plain = feature_map.FeatureMap(np.zeros((2, 2)), ("a", "b"), (0, 1), ("x", "y"), ("train", "val"))
+    marked = feature_map.FeatureMap(np.zeros((2, 2)), ("a", "b"), (0, 1), ("x", "y"), ("train", "val"),
+                                    flags=feature_map.mistake_flags(SimpleNamespace(records=(
+                                        SimpleNamespace(path="a", correct=False), SimpleNamespace(path="b", correct=True)))))
+    assert marked.flags == {"a": "misclassified"}
+    heights = []
+    for name, fmap in (("plain", plain), ("marked", marked)):
+        with Image.open(feature_map.render_png(fmap, tmp_path / f"{name}.png", size=300)) as picture:
+            heights.append(picture.height)
+    assert heights[1] == heights[0] + 22
+
+
 def test_render_refuses_an_unwritable_place_and_leaves_nothing(tmp_path):
     fmap = feature_map.FeatureMap(np.zeros((2, 2)), ("a", "b"), (0, 1), ("x", "y"), ("train", "val"))
     with pytest.raises(UserError, match="Cannot write the map"):
