@@ -21,6 +21,9 @@ feature cache, through ``TLSTUDIO_HOME``). The last lines are ``name: value``:
   its run folder.
 * ``head_speedup_warm`` — the same, with the cache filled by an earlier run
   with another head (the median of three such runs).
+* ``warm_path_s`` — in those warm runs, the seconds from the feature cache's
+  last read (its ``Feature cache:`` message) to the head phase's start (its
+  ``PhaseStarted`` event, right before the first epoch), the median of three.
 * ``head_val_accuracy_keras`` / ``_tlstudio_cold`` / ``_tlstudio_warm`` — the
   validation accuracies behind the speed-ups (they should agree within 2 points).
 * ``finetune_vs_raw`` — TL Studio's fine-tuning phase (the last 4 weighted
@@ -165,7 +168,7 @@ def _engine_benchmarks(work: Path, count: int, size: int) -> dict[str, float]:
     results: dict[str, float] = {}
     results["extract_vs_forward"] = _extract_vs_forward(root, base, size)
     keras_seconds, keras_accuracy = _keras_guide_loop(root, base, size)
-    cold_seconds, cold_accuracy, warm_seconds, warm_accuracy = _tlstudio_runs(work, root, base, spec)
+    cold_seconds, cold_accuracy, warm_seconds, warm_accuracy, warm_path = _tlstudio_runs(work, root, base, spec)
     results["head_speedup_cold"] = round(keras_seconds / cold_seconds, 2)
     results["head_speedup_warm"] = round(keras_seconds / warm_seconds, 2)
     results["head_seconds_keras"] = round(keras_seconds, 2)
@@ -174,6 +177,7 @@ def _engine_benchmarks(work: Path, count: int, size: int) -> dict[str, float]:
     results["head_val_accuracy_keras"] = round(keras_accuracy, 4)
     results["head_val_accuracy_tlstudio_cold"] = round(cold_accuracy, 4)
     results["head_val_accuracy_tlstudio_warm"] = round(warm_accuracy, 4)
+    results["warm_path_s"] = round(warm_path, 3)
     results["finetune_vs_raw"] = _finetune_vs_raw(work, root, spec)
     return results
 
@@ -254,9 +258,11 @@ def _keras_guide_loop(root: Path, base, size: int) -> tuple[float, float]:
     return seconds, accuracy
 
 
-def _tlstudio_runs(work: Path, root: Path, base, spec) -> tuple[float, float, float, float]:
-    """TL Studio's train(): empty cache; then cache filled by another head; (seconds, accuracy) for each."""
+def _tlstudio_runs(work: Path, root: Path, base, spec) -> tuple[float, float, float, float, float]:
+    """TL Studio's train(): empty cache; then cache filled by another head; (seconds, accuracy) for each,
+    and the warm runs' median seconds from the feature cache's last read to the head phase's start."""
     from tlstudio.core.data import feature_cache
+    from tlstudio.core.spec.events import Message, PhaseStarted
     from tlstudio.core.train import training
     from tlstudio.core.spec.recipe import DataSpec, HeadSpec, Recipe, TrainSpec
 
@@ -272,20 +278,32 @@ def _tlstudio_runs(work: Path, root: Path, base, spec) -> tuple[float, float, fl
     head = HeadSpec(batch_norm=False)
     other_head = HeadSpec(hidden_units=(64,), dropout=0.3)
 
-    def timed(name: str, chosen: HeadSpec) -> tuple[float, float]:
+    def timed(name: str, chosen: HeadSpec) -> tuple[float, float, float]:
+        moments: dict[str, float] = {}
+
+        def note(event) -> None:
+            if isinstance(event, Message) and event.text.startswith("Feature cache:"):
+                moments["cache_read"] = time.perf_counter()
+            elif isinstance(event, PhaseStarted):
+                moments.setdefault("phase", time.perf_counter())
+
         started = time.perf_counter()
-        result = training.train(recipe(chosen), base_model=base, out_dir=work / "runs" / name)
+        result = training.train(recipe(chosen), base_model=base, out_dir=work / "runs" / name, on_event=note)
         seconds = time.perf_counter() - started
         accuracy = float(result.metrics["val_accuracy"])
-        _log(f"TL Studio {name}: {HEAD_EPOCHS} epochs in {seconds:.2f} s, validation accuracy {accuracy:.4f}")
-        return seconds, accuracy
+        path = moments["phase"] - moments["cache_read"]
+        _log(f"TL Studio {name}: {HEAD_EPOCHS} epochs in {seconds:.2f} s, validation accuracy {accuracy:.4f}; "
+             f"{path:.2f} s from the cache's last read to the first epoch")
+        return seconds, accuracy, path
 
     feature_cache.clear()
     cold = timed("cold", head)
     feature_cache.clear()
     timed("fill-with-another-head", other_head)
-    warm = sorted(timed(f"warm-{n}", head) for n in range(1, 4))[1]
-    return (*cold, *warm)
+    warm_runs = [timed(f"warm-{n}", head) for n in range(1, 4)]
+    warm = sorted(warm_runs)[1]
+    path = sorted(run[2] for run in warm_runs)[1]
+    return cold[0], cold[1], warm[0], warm[1], path
 
 
 def _finetune_vs_raw(work: Path, root: Path, spec) -> float:
