@@ -192,6 +192,7 @@ def train(
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
         elif trainer.kept_epochs or start is not None:
+            trainer.keep_best_model()
             run_folder.mark_interrupted(run_dir, error, trainer.state.epoch, log, on_event)
         else:
             run_folder.discard(run_dir, created)
@@ -525,6 +526,23 @@ class _Trainer:
         elif self.saved_best is not None:  # the metrics describe the model in the folder
             metrics = {**self.saved_best, **{key: metrics[key] for key in _PROGRESS_METRICS}}
         run_folder.save_epoch(self.run_dir, self.model if save_model else None, metrics, point)
+
+    def keep_best_model(self) -> None:
+        """After an error: write the best model into the run folder when the one there is older.
+
+        Model saves are spaced out (:data:`MODEL_SAVE_INTERVAL_S`); an error is reported, not fatal, so the
+        best weights (put back when the phase ended) still reach the folder. Only a kill leaves an older one.
+        """
+        best = self.state.best.epoch
+        if not self.chief or not best or (self.saved_best is not None and self.saved_best["best_epoch"] == best):
+            return
+        metrics = self._metrics({})
+        try:
+            runs.save_model_atomically(self.model, self.run_dir / runs.MODEL_FILE)
+            runs.write_json(self.run_dir / runs.METRICS_FILE, metrics)
+        except Exception:  # the run's own error is the one to report; the older model stays
+            return
+        self.saved_best = metrics
 
     # ----- the end -----------------------------------------------------------------------------------------
 
