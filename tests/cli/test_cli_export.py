@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -54,6 +57,23 @@ def test_export_prints_checks_costs_and_scripts(run_dir, tmp_path, capsys):
     assert "int8 calibrated on" in out and "stratified over 3 classes" in out
     assert "predict_onnx.py" in out and "predict_tflite.py" in out
     assert "NOT RECOMMENDED" not in out
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_the_converters_cpp_lines_show_only_when_asked(run_dir, tmp_path, asked):
+    """TFLite's quantizer and interpreter print to the terminal from C++; hidden unless TF_CPP_MIN_LOG_LEVEL
+    is set (then they show, which is what makes the hidden case a real check)."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    if asked:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    result = subprocess.run(
+        [sys.executable, "-m", "tlstudio", "export", str(run_dir), "--to", str(tmp_path / "out"),
+         "--formats", "tflite-int8", "--no-costs", "-q"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = [line for line in result.stderr.splitlines() if "XNNPACK delegate" in line or "fully_quantize" in line]
+    assert len(shown) >= 2 if asked else shown == []
 
 
 def test_a_not_recommended_int8_model_is_kept_and_only_strict_fails(run_dir, tmp_path, capsys, monkeypatch):

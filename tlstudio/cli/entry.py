@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--debug" not in arguments:
         tensorflow_load.install_quiet_import()
         os.environ.setdefault(tensorflow_load.LOG_LEVEL_ENV, "2")
+    else:
+        os.environ.setdefault(tensorflow_load.LOG_LEVEL_ENV, "0")
     _print_any_file_name()
     try:
         args = build_parser().parse_args(arguments)

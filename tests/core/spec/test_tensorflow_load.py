@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -31,6 +32,22 @@ def _run(body: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("line", NATIVE[:5])
 def test_native_lines_are_recognised(line):
     assert tensorflow_load.is_native_log_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+    b"fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, output_inference_type: UINT8\n",
+])
+def test_tflite_lines_are_recognised(line):
+    assert tensorflow_load.is_native_log_line(line)
+
+
+def test_quietly_steps_aside_for_the_users_log_level(monkeypatch):
+    for level, shown in (("0", True), ("1", True), ("2", False), ("3", False)):
+        monkeypatch.setenv(tensorflow_load.LOG_LEVEL_ENV, level)
+        assert isinstance(tensorflow_load.quietly(), contextlib.nullcontext) == shown
+    monkeypatch.delenv(tensorflow_load.LOG_LEVEL_ENV)
+    assert not isinstance(tensorflow_load.quietly(), contextlib.nullcontext)
 
 
 @pytest.mark.parametrize("line", OURS + [b"tlstudio: error: the folder has no images\n"])

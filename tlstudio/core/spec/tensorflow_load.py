@@ -44,7 +44,9 @@ NATIVE_LIBRARIES = (
 _NATIVE_LINE = re.compile(
     rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "  # absl: I0000 00:00:17.5  123 file.cc:31] ...
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+:\d+\] "  # TensorFlow's own: 2024-01-01 ...: I file.cc:31]
-    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|INFO: Created TensorFlow Lite \S+ delegate for "  # TFLite's interpreter, when it allocates tensors
+    rb"|fully_quantize: \d+, inference_type: )"  # the TFLite converter's quantizer
 )
 
 _CONTINUATION = re.compile(rb"^To enable the following instructions: ")
@@ -76,6 +78,13 @@ def without_native_logs(lines: list[bytes]) -> list[bytes]:
 def user_wants_native_logs() -> bool:
     """The user set ``TF_CPP_MIN_LOG_LEVEL`` themselves: their choice stands."""
     return LOG_LEVEL_ENV in os.environ
+
+
+def quietly() -> contextlib.AbstractContextManager[None]:
+    """:func:`quiet_native_logs` for work after TensorFlow's import (a converter, an interpreter), unless
+    ``TF_CPP_MIN_LOG_LEVEL`` asks for C++ information or warnings (0 or 1; ``--debug`` sets 0)."""
+    asked = os.environ.get(LOG_LEVEL_ENV, "").strip() in ("0", "1")
+    return contextlib.nullcontext() if asked else quiet_native_logs()
 
 
 @contextlib.contextmanager

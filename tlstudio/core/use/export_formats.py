@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from tlstudio.core.spec import tensorflow_load
 from tlstudio.core.spec.errors import Cancelled, ExportError
 
 FORMATS = ("keras", "savedmodel", "tflite", "tflite-fp16", "tflite-int8", "onnx")
@@ -96,7 +97,8 @@ def convert(fmt: str, write: Callable):
     import tensorflow as tf
 
     try:
-        return write()
+        with tensorflow_load.quietly():  # the converters' C++ lines are not for the user
+            return write()
     except OSError:
         raise
     except tf.errors.OpError as error:

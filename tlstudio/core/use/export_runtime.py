@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from tlstudio.core.spec import tensorflow_load
 from tlstudio.core.use.export_formats import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -81,7 +82,8 @@ def _saved_model_runner(path: Path) -> Runner:
 def _tflite_runner(path: Path) -> Runner:
     """Image by image (the interpreter's input has batch 1), quantising input and output when integer."""
     interpreter = tflite_interpreter(path)
-    interpreter.allocate_tensors()
+    with tensorflow_load.quietly():  # "Created TensorFlow Lite XNNPACK delegate" is not for the user
+        interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]
     sink = interpreter.get_output_details()[0]
 
