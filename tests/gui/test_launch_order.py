@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import builtins
+import os
+import subprocess
+import sys
 import threading
 import time
 
+import pytest
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
 
@@ -124,3 +128,33 @@ def test_page_modules_are_importable_for_the_loader():
 
     for _title, module, class_name, *_rest in PAGES:
         assert hasattr(importlib.import_module(module), class_name)
+
+
+_LOADER_SCRIPT = """
+import sys
+from PySide6.QtCore import QCoreApplication
+from tlstudio.gui import app as gui_app
+
+application = QCoreApplication([])
+loader = gui_app.tensorflow_loader([])
+loader.ready.connect(application.quit)
+loader.failed.connect(lambda error: (print(error, file=sys.stderr), application.exit(1)))
+loader.start()
+code = application.exec()
+loader.wait()
+print("loaded" if code == 0 else "failed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("level", [None, "0"])
+def test_the_apps_tensorflow_load_hides_its_cpp_lines_unless_asked(level):
+    """What ``make run`` prints in the terminal: no oneDNN or CUDA notice, unless TF_CPP_MIN_LOG_LEVEL asks."""
+    from tlstudio.core.spec import tensorflow_load
+
+    env = {k: v for k, v in os.environ.items() if k != tensorflow_load.LOG_LEVEL_ENV}
+    if level is not None:
+        env[tensorflow_load.LOG_LEVEL_ENV] = level
+    result = subprocess.run([sys.executable, "-c", _LOADER_SCRIPT], capture_output=True, env=env, timeout=300)
+    assert result.stdout.strip() == b"loaded", result.stderr[-2000:]
+    native = [line for line in result.stderr.splitlines(keepends=True) if tensorflow_load.is_native_log_line(line)]
+    assert bool(native) == (level is not None), native[:3]

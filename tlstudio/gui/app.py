@@ -142,8 +142,7 @@ def _import_tensorflow() -> None:
     from tlstudio.core.spec import tensorflow_load
     from tlstudio.gui.pyside_compat import plain_imports
 
-    quiet = not tensorflow_load.user_wants_native_logs()
-    with plain_imports(), tensorflow_load.quiet_native_logs() if quiet else contextlib.nullcontext():
+    with plain_imports(), tensorflow_load.quietly():
         tensorflow_load.import_tensorflow(quiet=False)
         import keras  # noqa: F401
 
@@ -164,7 +163,7 @@ def tensorflow_loader(modules: Sequence[str] = ()):
     """
     from PySide6.QtCore import QThread, Signal
 
-    from tlstudio.core.spec.tensorflow_load import preload_native_libraries
+    from tlstudio.core.spec import tensorflow_load
     from tlstudio.gui.pyside_compat import plain_imports
 
     class TensorFlowLoader(QThread):
@@ -177,8 +176,8 @@ def tensorflow_loader(modules: Sequence[str] = ()):
             # First, while the GUI thread is idle: a thread that loads a library holds the dynamic
             # loader's lock, and a GUI thread importing an extension meanwhile would wait for it
             # while holding the interpreter lock, freezing the window for the whole load.
-            with contextlib.suppress(OSError):
-                preload_native_libraries()
+            with contextlib.suppress(OSError), tensorflow_load.quietly():  # their static initialisers log
+                tensorflow_load.preload_native_libraries()
             with plain_imports():
                 for module in modules:
                     try:

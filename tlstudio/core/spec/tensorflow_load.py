@@ -81,8 +81,8 @@ def user_wants_native_logs() -> bool:
 
 
 def quietly() -> contextlib.AbstractContextManager[None]:
-    """:func:`quiet_native_logs` for work after TensorFlow's import (a converter, an interpreter), unless
-    ``TF_CPP_MIN_LOG_LEVEL`` asks for C++ information or warnings (0 or 1; ``--debug`` sets 0)."""
+    """:func:`quiet_native_logs`, unless ``TF_CPP_MIN_LOG_LEVEL`` asks for C++ information or warnings
+    (0 or 1; ``tlstudio --debug`` sets 0): the app's TensorFlow load, the TFLite converter and interpreter."""
     asked = os.environ.get(LOG_LEVEL_ENV, "").strip() in ("0", "1")
     return contextlib.nullcontext() if asked else quiet_native_logs()
 
