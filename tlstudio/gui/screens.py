@@ -23,8 +23,8 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 WINDOW_SIZE = (1280, 820)

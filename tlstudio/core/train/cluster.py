@@ -188,8 +188,8 @@ def _jobs(cluster: object, text: str) -> dict[str, tuple[str, ...]]:
     unknown = [job for job in cluster if job not in JOBS]
     if unknown:
         raise _bad(
-            f"has the job{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in 'cluster'; TL Studio trains with "
-            f"MultiWorkerMirroredStrategy, which takes only {' and '.join(map(repr, JOBS))}",
+            f"has the job{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in 'cluster'; "
+            f"TL Studio trains with MultiWorkerMirroredStrategy, which takes only {' and '.join(map(repr, JOBS))}",
             text,
         )
     jobs: dict[str, tuple[str, ...]] = {}

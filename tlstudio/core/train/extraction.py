@@ -153,7 +153,8 @@ def without_unreadable(
     problems = remaining.problems()
     if problems:
         raise DataError(
-            f"Training stopped: {counted(len(skipped), 'image')} cannot be read (the first: {skipped.files[0][0]!r}) "
+            f"Training stopped: {counted(len(skipped), 'image')} cannot be read "
+            f"(the first: {skipped.files[0][0]!r}) "
             "and without them " + " ".join(problems) + " Replace the unreadable files, then train again."
         )
     return remaining

@@ -39,8 +39,8 @@ def log_line(event: Event) -> str:
     """The log's line for ``event``; empty for events not logged (batches, extraction in progress)."""
     if isinstance(event, PhaseStarted):
         return (
-            f"Phase {event.name}: {counted(event.epochs, 'epoch')} of {counted(event.steps_per_epoch, 'batch', 'batches')}, "
-            f"learning rate {event.learning_rate:g}"
+            f"Phase {event.name}: {counted(event.epochs, 'epoch')} of "
+            f"{counted(event.steps_per_epoch, 'batch', 'batches')}, learning rate {event.learning_rate:g}"
         )
     if isinstance(event, EpochEnded):
         values = "  ".join(f"{key} {value:.6g}" for key, value in event.metrics.items())

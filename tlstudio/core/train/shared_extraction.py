@@ -12,7 +12,7 @@ data set, so that all of them leave out the same files.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -21,12 +21,15 @@ from tlstudio.core.spec.errors import Cancelled, ImageError, TrainingError
 from tlstudio.core.spec.events import Message, OnEvent
 from tlstudio.core.train import distribute, extraction
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
 Extract = Callable[[list[Sequence[ImageItem]]], list[np.ndarray]]
 """Features of each split given, in order (the feature cache's or freshly extracted)."""
 
 
 def shared_features(
-    strategy,
+    strategy: "tf.distribute.Strategy",
     splits: Sequence[Sequence[ImageItem]],
     extract: Extract,
     feature_shape: tuple[int, ...],
@@ -45,7 +48,9 @@ def shared_features(
     except (ImageError, Cancelled) as error:
         failure = error
     if distribute.agree(strategy, isinstance(failure, Cancelled)):
-        raise failure if isinstance(failure, Cancelled) else Cancelled("Another worker of the cluster stopped the run.")
+        raise failure if isinstance(failure, Cancelled) else Cancelled(
+            "Another worker of the cluster stopped the run."
+        )
     if distribute.agree(strategy, failure is not None):
         raise failure if failure is not None else _first_unreadable(splits)
     mine, total = sum(len(share) for share in shares), sum(len(items) for items in splits)

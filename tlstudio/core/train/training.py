@@ -40,7 +40,6 @@ cluster only the chief writes the run folder; other workers use a temporary one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import tempfile
@@ -89,12 +88,10 @@ def _saved_metrics(folder: Path) -> dict[str, float] | None:
     if not (folder / runs.MODEL_FILE).is_file():
         return None
     try:
-        metrics = json.loads((folder / runs.METRICS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        metrics = runs.load_run(folder).metrics
+    except UserError:
         return None
-    if not isinstance(metrics, dict) or not all(isinstance(metrics.get(key), (int, float)) for key in _MODEL_METRICS):
-        return None
-    return {key: float(metrics[key]) for key in _MODEL_METRICS}
+    return {key: metrics[key] for key in _MODEL_METRICS} if set(_MODEL_METRICS) <= metrics.keys() else None
 
 
 @dataclass(frozen=True)
@@ -489,7 +486,8 @@ class _Trainer:
         if fit_model.stop_training:
             self.report(
                 Message(
-                    f"Early stopping: no lower validation loss for {counted(self.spec.early_stopping_patience, 'epoch')}; "
+                    "Early stopping: no lower validation loss for "
+                    f"{counted(self.spec.early_stopping_patience, 'epoch')}; "
                     f"keeping the weights of epoch {state.best.epoch}."
                 )
             )
