@@ -70,6 +70,43 @@ def test_loader_imports_the_pages_then_tensorflow_off_the_gui_thread(qtbot, monk
     assert threads["tf"] != threading.get_ident()
 
 
+def test_loader_imports_tensorflow_only_once_the_pages_are_built(qtbot, monkeypatch):
+    order: list[str] = []
+    pages_built = threading.Event()
+    monkeypatch.setattr(gui_app, "_import_tensorflow", lambda: order.append("tensorflow"))
+    loader = gui_app.tensorflow_loader(["json"], pages_built)
+    loader.modules_ready.connect(lambda: order.append("modules"), Qt.ConnectionType.DirectConnection)
+    loader.start()
+    qtbot.waitUntil(lambda: order == ["modules"], timeout=10_000)
+    qtbot.wait(300)
+    assert order == ["modules"]  # waiting for the pages
+    pages_built.set()
+    qtbot.waitUntil(lambda: order == ["modules", "tensorflow"], timeout=10_000)
+    loader.wait()
+
+
+def test_loader_does_not_wait_for_pages_that_never_finish(qtbot, monkeypatch):
+    monkeypatch.setattr(gui_app, "PAGES_WAIT_S", 0.2)
+    monkeypatch.setattr(gui_app, "_import_tensorflow", lambda: None)
+    loader = gui_app.tensorflow_loader([], threading.Event())
+    with qtbot.waitSignal(loader.ready, timeout=10_000):
+        loader.start()
+    loader.wait()
+
+
+def test_background_page_building_builds_every_page_then_says_so(qtbot, tmp_path):
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    done = threading.Event()
+    window.build_pages_in_background(done.set)
+    qtbot.waitUntil(done.is_set, timeout=30_000)
+    assert [window.stack.widget(i).objectName() for i in range(len(PAGES))] == [
+        f"{title.lower()}Page" for title, *_ in PAGES
+    ]
+
+
 def test_loader_reports_a_failed_import(qtbot, monkeypatch):
     def broken() -> None:
         raise ImportError("libtensorflow_framework.so.2: cannot open shared object file")

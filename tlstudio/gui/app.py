@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
+import threading
 import time
 from importlib import resources
 from typing import Sequence
@@ -29,6 +30,9 @@ SWITCH_INTERVAL_S = 0.001
 AFTER_PAINT_MS = 30
 """How long after the window's first paint event the heavy start-up work begins."""
 FIRST_FRAME_FALLBACK_MS = 3000
+PAGES_WAIT_S = 10.0
+"""The longest TensorFlow's import waits for the pages to be built (a page that fails to build shows
+its error and does not hold TensorFlow back)."""
 
 
 def _resource(name: str):
@@ -151,7 +155,7 @@ def _import_tensorflow() -> None:
         apply_policy()
 
 
-def tensorflow_loader(modules: Sequence[str] = ()):
+def tensorflow_loader(modules: Sequence[str] = (), pages_built: threading.Event | None = None):
     """A QThread that loads TensorFlow's native libraries, imports ``modules`` (the pages' own),
     then TensorFlow (:func:`_import_tensorflow`).
 
@@ -159,7 +163,10 @@ def tensorflow_loader(modules: Sequence[str] = ()):
     lock back to the GUI thread every ``SWITCH_INTERVAL_S``. It emits
     ``modules_ready`` once ``modules`` are imported (so the GUI thread can
     build the pages without importing anything), then ``ready(seconds)``, or
-    ``failed(error)``.
+    ``failed(error)``. With ``pages_built``, TensorFlow's import waits for it
+    (at most :data:`PAGES_WAIT_S`): a page built while the import competes for
+    the interpreter lock takes twice as long, and the window answers no input
+    meanwhile.
     """
     from PySide6.QtCore import QThread, Signal
 
@@ -172,6 +179,10 @@ def tensorflow_loader(modules: Sequence[str] = ()):
         failed = Signal(object)
 
         def run(self) -> None:
+            with tensorflow_load.collections_deferred():  # collecting meanwhile stalls the window
+                self._load()
+
+        def _load(self) -> None:
             started = time.perf_counter()
             # First, while the GUI thread is idle: a thread that loads a library holds the dynamic
             # loader's lock, and a GUI thread importing an extension meanwhile would wait for it
@@ -185,6 +196,8 @@ def tensorflow_loader(modules: Sequence[str] = ()):
                     except ImportError:  # the page shows what is missing when it is built
                         pass
             self.modules_ready.emit()
+            if pages_built is not None:
+                pages_built.wait(PAGES_WAIT_S)
             try:
                 _import_tensorflow()
             except Exception as error:  # shown in the error dialog; the data page still works
@@ -240,13 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     window = MainWindow()
     errors.install(window)
-    loader = tensorflow_loader([module for _title, module, *_rest in PAGES])
+    pages_built = threading.Event()
+    loader = tensorflow_loader([module for _title, module, *_rest in PAGES], pages_built)
     loader.ready.connect(lambda _seconds: window.state.set_tensorflow_ready(True))
     loader.failed.connect(window.tensorflow_failed)
     project = next((a for a in args if not a.startswith("-")), None)
 
     def pages_importable() -> None:
-        window.build_pages_in_background()
+        window.build_pages_in_background(pages_built.set)
         if project:
             window.open_project(project)
 

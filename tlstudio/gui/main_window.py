@@ -42,6 +42,9 @@ from tlstudio.gui.state import ProjectState
 
 PROJECT_FILTER = "TL Studio projects (*.json);;All files (*)"
 MAX_RECENT = 8
+PAGE_BUILD_GAP_MS = 20
+"""Between two pages built in the background: building one takes up to about 80 ms of the GUI thread,
+and two in a row without a gap would hold input and timers for their sum."""
 
 # (title, module, class, needs TensorFlow, what the page is for)
 PAGES: tuple[tuple[str, str, str, bool, str], ...] = (
@@ -264,16 +267,19 @@ class MainWindow(QMainWindow):
             self._apply_tensorflow_state(page, self.state.tensorflow_ready)
         return page
 
-    def build_pages_in_background(self) -> None:
-        """Build the pages not built yet, one per event-loop turn, so each is ready before it is clicked."""
-        QTimer.singleShot(0, self, self._build_next_page)
+    def build_pages_in_background(self, then: Callable[[], object] = lambda: None) -> None:
+        """Build the pages not built yet, one at a time with input handled between, so each is ready before
+        it is clicked; call ``then`` once all are built."""
+        QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_next_page(then))
 
-    def _build_next_page(self) -> None:
+    def _build_next_page(self, then: Callable[[], object]) -> None:
         pending = [title for title, *_ in PAGES if title not in self._built]
         if pending:
             self.page(pending[0])
         if len(pending) > 1:
-            QTimer.singleShot(0, self, self._build_next_page)
+            QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_next_page(then))
+        else:
+            then()
 
     def _show_row(self, row: int) -> None:
         if 0 <= row < len(PAGES):

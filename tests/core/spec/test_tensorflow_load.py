@@ -121,3 +121,24 @@ def test_preloading_loads_native_libraries_without_tensorflow_in_sys_modules():
     count, total = result.stdout.decode().split()
     assert float(total) == 3.0
     assert int(count) >= (1 if sys.platform.startswith("linux") else 0)
+
+
+def test_collections_are_deferred_during_a_load_and_what_it_loaded_is_frozen():
+    """Full collections during TensorFlow's import were the window's longest stalls while it loads."""
+    import gc
+
+    assert gc.isenabled()
+    frozen_before = gc.get_freeze_count()
+    with tensorflow_load.collections_deferred():
+        assert not gc.isenabled()
+        loaded = [[n] for n in range(1000)]  # objects a load leaves behind
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= frozen_before + len(loaded)
+    gc.unfreeze()
+    gc.disable()
+    try:
+        with tensorflow_load.collections_deferred():
+            pass
+        assert not gc.isenabled()  # a caller's own choice stands
+    finally:
+        gc.enable()

@@ -16,6 +16,12 @@ Two things go wrong when TensorFlow is imported as it comes:
   to load and link, during which no other thread (the GUI's) runs.
   :func:`preload_native_libraries` loads them first through a ``ctypes``
   call, which releases the lock, so the later ``import`` finds them loaded.
+* The import creates millions of Python objects, and each full collection of
+  Python's cyclic garbage collector meanwhile walks all of them holding the
+  lock: five collections of 50 to 120 ms each, the longest stalls of the
+  window while TensorFlow loads. :func:`collections_deferred` holds the
+  collector off during the load and then freezes what it loaded (modules
+  live as long as the process), so later collections skip it too.
 
 Nothing here imports TensorFlow at module level.
 """
@@ -23,6 +29,7 @@ Nothing here imports TensorFlow at module level.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -145,6 +152,23 @@ def preload_native_libraries() -> list[str]:
     return loaded
 
 
+@contextlib.contextmanager
+def collections_deferred() -> Iterator[None]:
+    """No automatic garbage collection inside the block; what exists at its end is frozen (``gc.freeze``).
+
+    For loading large libraries: their objects are never garbage, and
+    collecting while they load only walks them again and again.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def import_tensorflow(quiet: bool = True):
     """Import TensorFlow (its native libraries first, see :func:`preload_native_libraries`).
 
@@ -154,7 +178,7 @@ def import_tensorflow(quiet: bool = True):
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     context = quiet_native_logs() if quiet and not user_wants_native_logs() else contextlib.nullcontext()
-    with context:
+    with context, collections_deferred():
         preload_native_libraries()  # its static initialisers log too
         import tensorflow
 
@@ -179,7 +203,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        with quiet_native_logs():
+        with quiet_native_logs(), collections_deferred():
             preload_native_libraries()
             self._loader.exec_module(module)
             _find_devices(module)

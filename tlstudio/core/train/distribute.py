@@ -332,11 +332,11 @@ class TrainingSteps:
 
     def train(self, batch) -> list[float]:
         """One optimisation step on a batch from :meth:`distribute`."""
-        return [float(v) for v in self._train(batch)]
+        return self._train(batch).numpy().tolist()
 
     def evaluate(self, batch) -> list[float]:
         """Loss and accuracy sums on a batch from :meth:`distribute`, weights unchanged."""
-        return [float(v) for v in self._evaluate(batch)]
+        return self._evaluate(batch).numpy().tolist()
 
     def _train_step(self, batch):
         return self.strategy.reduce(_SUM, self.strategy.run(self._replica_train, args=batch), axis=None)

@@ -72,22 +72,22 @@ def extract(
 
 def cached_features(
     frozen: "keras.Model",
-    base_label: str,
-    cut_tensor: str,
+    key: feature_cache.FeatureSetKey,
     splits: Sequence[tuple[Sequence[ImageItem], str]],
     input_size: int,
     batch_size: int,
     on_event: OnEvent,
     should_stop: ShouldStop,
-) -> tuple[list[np.ndarray], str]:
-    """The features of each ``(items, label)`` split, from the cache where it holds them, and the set's digest.
+) -> list[np.ndarray]:
+    """The features of each ``(items, label)`` split, from the cache where it holds them.
 
-    Only images the cache lacks for this base, weights, cut, input size,
-    preprocessing and pooling are extracted; an unreadable image raises
-    ImageError (nothing of the failed split is stored).
+    ``key`` is ``frozen``'s :func:`~tlstudio.core.data.feature_cache.feature_set_key`
+    (hashing the weights is not free: a run computes it once). Only images the
+    cache lacks for this base, weights, cut, input size, preprocessing and
+    pooling are extracted; an unreadable image raises ImageError (nothing of
+    the failed split is stored).
     """
     cache = feature_cache.FeatureCache()
-    key = feature_cache.feature_set_key(frozen, base_label, cut_tensor)
     features, uses = [], []
     for items, label in splits:
 
@@ -110,7 +110,7 @@ def cached_features(
             "warning" if notes and "off" not in notes else "info",
         )
     )
-    return features, key.digest
+    return features
 
 
 def base_label(recipe: Recipe) -> str:

@@ -246,7 +246,8 @@ class _Trainer:
         self.features: tuple[np.ndarray, np.ndarray] | None = None
         self.head_model: "keras.Model | None" = None
         self.frozen, self.chain = split_head(model)
-        self.feature_key = feature_cache.feature_set_key(self.frozen, extraction.base_label(recipe), recipe.cut_tensor).digest
+        self.feature_set = feature_cache.feature_set_key(self.frozen, extraction.base_label(recipe), recipe.cut_tensor)
+        self.feature_key = self.feature_set.digest
         self.fine_tuned: list[str] = []
         self.base_weights: list[tuple[keras.layers.Layer, list[np.ndarray]]] = []
         self.phase_name = HEAD_PHASE
@@ -343,12 +344,10 @@ class _Trainer:
 
     def _cached_features(self) -> tuple[np.ndarray, np.ndarray]:
         def extract(splits: list) -> list[np.ndarray]:
-            features, _ = extraction.cached_features(
-                self.frozen, extraction.base_label(self.recipe), self.recipe.cut_tensor,
-                tuple(zip(splits, ("training", "validation"))), self.input_size, self.spec.batch_size,
-                self.report, self.should_stop,
+            return extraction.cached_features(
+                self.frozen, self.feature_set, tuple(zip(splits, ("training", "validation"))), self.input_size,
+                self.spec.batch_size, self.report, self.should_stop,
             )
-            return features
 
         train_x, val_x = shared_extraction.shared_features(
             self.strategy, (self.dataset.train, self.dataset.val), extract, tuple(self.frozen.output_shape[1:]),
