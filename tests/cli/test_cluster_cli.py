@@ -34,7 +34,7 @@ def _free_ports(count: int) -> list[int]:
             probe.close()
 
 
-def _project(root, batch_size: int):
+def _project(root, batch_size: int, fine_tuned: bool = False):
     model_file = root / "tiny_vgg.keras"
     if not model_file.exists():
         make_tiny_vgg().save(model_file)
@@ -44,10 +44,12 @@ def _project(root, batch_size: int):
     recipe = Recipe(
         data=DataSpec(folders=(str(images),)),
         base=BaseSpec(name="file", model_file=str(model_file)),
-        head=HeadSpec(batch_norm=False),
-        training=TrainSpec(epochs=4, batch_size=batch_size, learning_rate=1e-2, early_stopping_patience=0),
+        head=HeadSpec(batch_norm=fine_tuned),
+        training=TrainSpec(epochs=1 if fine_tuned else 4, batch_size=batch_size, learning_rate=1e-2,
+                           early_stopping_patience=0, fine_tune_epochs=int(fine_tuned),
+                           finalize_batch_norm=fine_tuned),
     )
-    return save_project(recipe, root / f"project-{batch_size}.json")
+    return save_project(recipe, root / f"project-{batch_size}{'-fine-tuned' if fine_tuned else ''}.json")
 
 
 def _env(root, name: str, tf_config: dict | None, timeout: float = 60) -> dict:
@@ -65,9 +67,15 @@ def _env(root, name: str, tf_config: dict | None, timeout: float = 60) -> dict:
     return env
 
 
-def _train(project, env) -> subprocess.Popen:
+def _train(project, env, gather_rows: int | None = None) -> subprocess.Popen:
+    """``tlstudio train --project`` in a new process; with ``gather_rows``, the workers all-gather rows in
+    chunks of that many."""
+    command = ["-m", "tlstudio"]
+    if gather_rows is not None:
+        command = ["-c", f"import sys; from tlstudio.core.train import distribute; distribute.GATHER_ROWS = "
+                         f"{gather_rows}; from tlstudio.__main__ import main; sys.exit(main())"]
     return subprocess.Popen(
-        [sys.executable, "-m", "tlstudio", "train", "--project", str(project), "--json"],
+        [sys.executable, *command, "train", "--project", str(project), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -103,6 +111,23 @@ def cluster_run(tmp_path_factory):
     return root, results, single
 
 
+@pytest.fixture(scope="module")
+def fine_tuned_cluster_run(tmp_path_factory):
+    """Two workers fine-tuning a head with batch norm: after training, the base runs over the images again.
+    Rows are all-gathered 5 at a time, so gathering a share takes several rounds."""
+    root = tmp_path_factory.mktemp("cluster-fine-tuned")
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [
+        _train(
+            _project(root, 4, fine_tuned=True),
+            _env(root, f"worker{index}", {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}),
+            gather_rows=5,
+        )
+        for index in (0, 1)
+    ]
+    return [_finish(worker) for worker in workers]
+
+
 def test_two_workers_reach_the_single_process_accuracy(cluster_run):
     _, (chief, other), single = cluster_run
     assert abs(chief["val_accuracy"] - single["val_accuracy"]) <= 0.02
@@ -122,6 +147,24 @@ def test_each_worker_extracts_only_its_share_of_the_images(cluster_run):
         assert int(share[2]) == images and int(cache[1]) + int(cache[2]) == int(share[1])
         shares.append(int(share[1]))
     assert sum(shares) == images and abs(shares[0] - shares[1]) <= 2  # one split's odd image each at most
+
+
+def test_each_worker_runs_its_share_of_the_passes_after_training(fine_tuned_cluster_run):
+    """Finalising batch norm after fine-tuning and the final validation pass go through the base again:
+    each worker takes its share of the images, and both end with the same result."""
+    workers = fine_tuned_cluster_run
+    for action in ("extracted or read from its cache the features of", "ran the validation pass on"):
+        shares = []
+        for number, worker in enumerate(workers, start=1):
+            found = re.findall(rf"Worker {number} of 2 {action} its share of the images, (\d+) of (\d+);",
+                               worker["log"])
+            assert found, worker["log"][-2000:]
+            shares.append(tuple(int(n) for n in found[-1]))
+        total = shares[0][1]
+        assert total > 0 and sum(mine for mine, _ in shares) == total and abs(shares[0][0] - shares[1][0]) <= 1
+    assert "Batch norm finalised" in workers[0]["log"]
+    assert workers[1]["val_loss"] == pytest.approx(workers[0]["val_loss"], rel=1e-6)
+    assert workers[1]["val_accuracy"] == workers[0]["val_accuracy"]
 
 
 def test_both_workers_report_the_same_loss(cluster_run):

@@ -131,7 +131,8 @@ def test_training_steps_weigh_classes_and_average_over_the_batch():
     y = np.array([0, 1, 1, 0, 1], dtype=np.int32)
     data = steps.distribute(tf.data.Dataset.from_tensor_slices((x, y)).batch(5), 5)
     batch = next(iter(data))
-    loss_sum, correct, count = steps.train(batch)
+    (loss_sum, correct, count), learning_rate = steps.train(batch)
+    assert learning_rate == 0.0
     probabilities = model.predict(x, verbose=0)
     per_image = -np.log(probabilities[np.arange(5), y])
     assert count == 5

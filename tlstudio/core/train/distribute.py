@@ -242,24 +242,36 @@ def worker_share(strategy: tf.distribute.Strategy) -> tuple[int, int]:
     return min(ids) // local, replicas(strategy) // local
 
 
+GATHER_ROWS = 4096
+"""Rows each worker gives to one all-gather of :func:`gather_rows`."""
+
+
 def gather_rows(strategy: tf.distribute.Strategy, rows: np.ndarray, positions: np.ndarray, count: int) -> np.ndarray:
     """Every worker's ``rows`` put at their ``positions`` of ``count`` rows, on every worker.
 
     Each worker gives its own share (its first device does; the others give
-    no rows) to an all-gather, and the positions its rows belong at to
-    another, so the result does not depend on the order of the workers.
+    no rows) to all-gathers of :data:`GATHER_ROWS` rows at a time, and the
+    positions its rows belong at with them, so the result does not depend on
+    the order of the workers, and a worker holds its share, the result and
+    one gathered chunk, not every row twice.
     """
     if not is_multi_worker(strategy):
         return rows
-    all_rows = _gather_first_device(strategy, rows)
-    all_positions = _gather_first_device(strategy, positions)
-    if sorted(all_positions.tolist()) != list(range(count)):
+    most = int(_gather_first_device(strategy, np.asarray([len(rows)], dtype=np.int64)).max())
+    gathered = np.empty((count, *rows.shape[1:]), dtype=rows.dtype)
+    filled = np.zeros(count, dtype=np.int64)
+    for start in range(0, most, GATHER_ROWS):
+        chunk = slice(start, start + GATHER_ROWS)
+        chunk_positions = _gather_first_device(strategy, positions[chunk])
+        if len(chunk_positions) and (chunk_positions.min() < 0 or chunk_positions.max() >= count):
+            break
+        gathered[chunk_positions] = _gather_first_device(strategy, rows[chunk])
+        np.add.at(filled, chunk_positions, 1)
+    if not np.all(filled == 1):
         raise TrainingError(
             "The workers of the cluster extracted different images: give every worker the same image folders "
             "and the same project, then start all of them again."
         )
-    gathered = np.empty((count, *rows.shape[1:]), dtype=rows.dtype)
-    gathered[all_positions] = all_rows
     return gathered
 
 
@@ -330,16 +342,19 @@ class TrainingSteps:
         self._train.get_concrete_function(train_batches.element_spec)
         self._evaluate.get_concrete_function(val_batches.element_spec)
 
-    def train(self, batch) -> list[float]:
-        """One optimisation step on a batch from :meth:`distribute`."""
-        return self._train(batch).numpy().tolist()
+    def train(self, batch) -> tuple[list[float], float]:
+        """One optimisation step on a batch from :meth:`distribute`: the batch's ``[loss sum, correct,
+        images]`` and the learning rate of the next step (read in the step: an eager read costs more)."""
+        *sums, learning_rate = self._train(batch).numpy().tolist()
+        return sums, learning_rate
 
     def evaluate(self, batch) -> list[float]:
         """Loss and accuracy sums on a batch from :meth:`distribute`, weights unchanged."""
         return self._evaluate(batch).numpy().tolist()
 
     def _train_step(self, batch):
-        return self.strategy.reduce(_SUM, self.strategy.run(self._replica_train, args=batch), axis=None)
+        sums = self.strategy.reduce(_SUM, self.strategy.run(self._replica_train, args=batch), axis=None)
+        return tf.concat([sums, [tf.cast(self.optimizer.learning_rate, tf.float32)]], axis=0)
 
     def _evaluate_step(self, batch):
         return self.strategy.reduce(_SUM, self.strategy.run(self._replica_evaluate, args=batch), axis=None)

@@ -1,10 +1,13 @@
-"""Feature extraction shared by the workers of a cluster: each extracts its share, then every worker has all.
+"""Passes over the images shared by the workers of a cluster: each runs its share, then every worker has all.
 
 In a multi-worker head-only run, worker ``w`` of ``W`` extracts the features
 of images ``w, w + W, w + 2W, …`` of each split, through its own feature
 cache (so the next run on the same cluster reads its share from there), and
 the shares are all-gathered (:func:`distribute.gather_rows`): extraction, the
-expensive part of a head-only run, takes a ``W``-th of the time. Before
+expensive part of a head-only run, takes a ``W``-th of the time. The other
+passes through the base after training (the final validation pass of a
+fine-tuned model, the training features that finalise batch norm) are shared
+the same way. Before
 gathering, the workers agree on how their shares ended: a stop request on one
 stops all, and an unreadable image on one makes every worker check its whole
 data set, so that all of them leave out the same files.
@@ -25,7 +28,10 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 Extract = Callable[[list[Sequence[ImageItem]]], list[np.ndarray]]
-"""Features of each split given, in order (the feature cache's or freshly extracted)."""
+"""One row per image of each split given, in order (features, from the feature cache or extracted, or
+a model's outputs)."""
+
+EXTRACTED = "extracted or read from its cache the features of"
 
 
 def shared_features(
@@ -34,9 +40,10 @@ def shared_features(
     extract: Extract,
     feature_shape: tuple[int, ...],
     on_event: OnEvent,
+    done: str = EXTRACTED,
 ) -> list[np.ndarray]:
-    """The features of every split, each worker extracting only its share; ``extract(splits)`` alone
-    outside a multi-worker run."""
+    """``extract``'s rows for every split, each worker running only its share; ``extract(splits)`` alone
+    outside a multi-worker run. ``done`` says in the log what a worker did with its share."""
     worker, workers = distribute.worker_share(strategy)
     if workers == 1:
         return extract(list(splits))
@@ -55,8 +62,8 @@ def shared_features(
         raise failure if failure is not None else _first_unreadable(splits)
     mine, total = sum(len(share) for share in shares), sum(len(items) for items in splits)
     on_event(Message(
-        f"Worker {worker + 1} of {workers} extracted or read from its cache the features of its share of the "
-        f"images, {mine} of {total}; the other workers' shares came from them."
+        f"Worker {worker + 1} of {workers} {done} its share of the images, {mine} of {total}; the other "
+        "workers' shares came from them."
     ))
     gathered = []
     for items, share, values in zip(splits, shares, local, strict=True):

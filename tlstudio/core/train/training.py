@@ -46,14 +46,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tlstudio.core.data import feature_cache, pipeline
-from tlstudio.core.data.dataset import Dataset, apply_corrections, scan_data_spec
+from tlstudio.core.data.dataset import Dataset, ImageItem, apply_corrections, scan_data_spec
 from tlstudio.core.spec import anatomy
 from tlstudio.core.model import backbones, classifier, tensors
 from tlstudio.core.spec.errors import Cancelled, ImageError, RecipeError, UserError
@@ -461,8 +461,9 @@ class _Trainer:
             hooks.on_epoch_begin(epoch)
             train_sums, val_sums = callbacks.RunningMeans(), callbacks.RunningMeans()
             for batch, data in enumerate(batches[0]):
-                train_sums.add(runner.train(data))
-                hooks.on_train_batch_end(batch, {**train_sums.logs(), "learning_rate": rate()})
+                sums, learning_rate = runner.train(data)
+                train_sums.add(sums)
+                hooks.on_train_batch_end(batch, {**train_sums.logs(), "learning_rate": learning_rate})
             for batch, data in enumerate(batches[1]):
                 val_sums.add(runner.evaluate(data))
                 hooks.on_test_batch_end(batch)
@@ -545,30 +546,48 @@ class _Trainer:
 
     def _finalize(self) -> bool:
         """Finalise the head's BN layers; False when there are none or on a stop request."""
+
+        def extract(splits: list) -> list[np.ndarray]:
+            return [extraction.extract(self.frozen, splits[0], self.input_size, self.spec.batch_size, self.report,
+                                       self.should_stop, "training")]
+
         return finalize_in_run(
             self.model, self.chain, self.features[0] if self.features is not None else None,
-            lambda: extraction.retrying(
-                lambda: extraction.extract(self.frozen, self.dataset.train, self.input_size, self.spec.batch_size,
-                                           self.report, self.should_stop, "training"),
-                self._skip_unreadable,
-            ),
+            lambda: self._shared_pass(lambda: self.dataset.train, extract, tuple(self.frozen.output_shape[1:])),
             self.spec.batch_size, self.report,
         )
 
     def _validation_metrics(self) -> dict[str, float]:
-        """Loss and accuracy of the final model on the validation images."""
+        """Loss and accuracy of the final model on the validation images (each worker of a cluster runs
+        its share of them through the base)."""
         if self.features is not None and self.head_model is not None:
             probabilities = self.head_model.predict(self.features[1], batch_size=self.spec.batch_size, verbose=0)
         else:
 
-            def predict() -> np.ndarray:
+            def predict(splits: list) -> list[np.ndarray]:
+                if not splits[0]:
+                    return [np.zeros((0, self.classes_count), dtype=np.float32)]
                 batches = pipeline.image_batches(
-                    self.dataset.val, self.classes_count, self.input_size, self.spec.batch_size, shuffle=False
+                    splits[0], self.classes_count, self.input_size, self.spec.batch_size, shuffle=False
                 )
-                return self.model.predict(batches, verbose=0)
+                with pipeline.image_errors_surfaced():
+                    return [self.model.predict(batches, verbose=0)]
 
-            probabilities = extraction.retrying(predict, self._skip_unreadable)
+            probabilities = self._shared_pass(lambda: self.dataset.val, predict, (self.classes_count,),
+                                              "ran the validation pass on")
         return _loss_and_accuracy(probabilities, _labels(self.dataset.val))
+
+    def _shared_pass(
+        self, items: Callable[[], Sequence[ImageItem]], run: shared_extraction.Extract, row_shape: tuple[int, ...],
+        done: str = shared_extraction.EXTRACTED,
+    ) -> np.ndarray:
+        """``run``'s rows for ``items()`` (read again after unreadable images are left out), each worker of
+        a cluster running its share."""
+        return extraction.retrying(
+            lambda: shared_extraction.shared_features(self.strategy, (items(),), run, row_shape, self.report,
+                                                      done)[0],
+            self._skip_unreadable,
+        )
 
     def _metrics(self, val_metrics: dict[str, float]) -> dict[str, float]:
         best = self.state.best
