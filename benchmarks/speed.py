@@ -35,6 +35,12 @@ feature cache, through ``TLSTUDIO_HOME``). The last lines are ``name: value``:
 * ``gui_stall_p99_ms`` / ``gui_stall_max_ms`` — how late a 10 ms QTimer on the
   main thread of an offscreen TL Studio window fires while the Train page
   trains a tiny model (head and fine-tuning) through its real worker.
+* ``gui_stall_p99_ms_evaluation`` / ``_grad_cam`` / ``_cut_comparison`` (and
+  ``gui_stall_max_ms_…``) — the same while the Evaluate page evaluates that run
+  (every validation image predicted), while its Explain tab computes Grad-CAM
+  for one image (loading the run's model first), and while the cut comparison
+  dialog compares the base's default cut tensors, each from its start until
+  its result is shown; the probe fails if one does not finish.
 * ``gui_stall_p99_ms_export`` / ``gui_stall_max_ms_export`` — the same while the
   Export page exports that run in every format (TFLite float, fp16 and int8
   conversion, the round-trip checks and the cost measurement included), from
@@ -90,6 +96,8 @@ PROBE_INTERVAL_MS = 10
 PROBE_SETTLE_MS = 500
 PROBE_TAIL_MS = 2000
 MIN_PAINTED_COLOURS = 16
+GUI_ACTIONS = ("evaluation", "grad_cam", "cut_comparison", "export", "base_model")
+"""What the GUI probe measures after training, in order, each from its button until its result is shown."""
 PROBE_TIMEOUT_S = int(os.environ.get("TLSTUDIO_BENCH_PROBE_TIMEOUT_S", "300"))
 
 
@@ -475,10 +483,11 @@ def _gui_benchmarks(work: Path) -> dict[str, float]:
     probe = subprocess.run([sys.executable, __file__, "--gui-probe"], capture_output=True, text=True, env=env,
                            timeout=900)
     stalls = _last_json(probe, "GUI probe")
-    if not stalls["export"]["finished"]:
-        raise RuntimeError(f"The GUI probe's export did not finish:\n{probe.stderr[-3000:]}")
-    _log(f"GUI stalls (worst ms at s): training {stalls['worst_ms_at_s'][:3]}, export "
-         f"{stalls['export']['worst_ms_at_s'][:3]}, base model {stalls['base_model']['worst_ms_at_s'][:3]}")
+    for action in GUI_ACTIONS:
+        if not stalls[action]["finished"]:
+            raise RuntimeError(f"The GUI probe's {action.replace('_', ' ')} did not finish:\n{probe.stderr[-3000:]}")
+    _log(f"GUI stalls (worst ms at s): training {stalls['worst_ms_at_s'][:3]}, " + ", ".join(
+        f"{action.replace('_', ' ')} {stalls[action]['worst_ms_at_s'][:3]}" for action in GUI_ACTIONS))
     launches = []
     for _ in range(3):
         started = time.time()
@@ -494,10 +503,8 @@ def _gui_benchmarks(work: Path) -> dict[str, float]:
     return {
         "gui_stall_p99_ms": stalls["p99_ms"],
         "gui_stall_max_ms": stalls["max_ms"],
-        "gui_stall_p99_ms_export": stalls["export"]["p99_ms"],
-        "gui_stall_max_ms_export": stalls["export"]["max_ms"],
-        "gui_stall_p99_ms_base_model": stalls["base_model"]["p99_ms"],
-        "gui_stall_max_ms_base_model": stalls["base_model"]["max_ms"],
+        **{f"gui_stall_{measure}_ms_{action}": stalls[action][f"{measure}_ms"]
+           for action in GUI_ACTIONS for measure in ("p99", "max")},
         "launch_to_paint_s": round(median["paint_s"], 2),
         "launch_stall_p99_ms": max(m["stall_p99_ms"] for m in launches),
         "launch_stall_max_ms": max(m["stall_max_ms"] for m in launches),
@@ -514,7 +521,7 @@ def _last_json(process: subprocess.CompletedProcess, what: str) -> dict:
 def _gui_probe() -> int:
     """In an offscreen main window, train a tiny model from the Train page, then export it from the Export page,
     while a 10 ms timer measures lateness."""
-    from PySide6.QtCore import QEventLoop, QSettings, QTimer
+    from PySide6.QtCore import QSettings
 
     from tlstudio.core.data.dataset import scan_dataset
     from tlstudio.core.data.samples import make_sample_folders, make_tiny_vgg
@@ -542,12 +549,33 @@ def _gui_probe() -> int:
     # Let the window handle what setting up the project queued (pages showing the data set and
     # the base model, the first paint of the Train page) before measuring: the probe measures
     # pressing Start and training, as a user does with the page already on screen.
-    settle = QEventLoop()
-    QTimer.singleShot(PROBE_SETTLE_MS, settle.quit)
-    settle.exec()
+    _settle()
 
     training = _stall_probe(page.start, page.finished)
     training["finished"] = page.result is not None
+
+    # Evaluate that run (predicting every validation image), then Grad-CAM one image (loading the run's model
+    # first), then compare cut tensors of the base, each as a user starts it.
+    evaluate_page = window.pages["Evaluate"]
+    window.stack.setCurrentWidget(evaluate_page)
+    _settle()
+    evaluation = _stall_probe(lambda: evaluate_page.evaluate(page.result.run_dir, reuse=False),
+                              evaluate_page.evaluated)
+    evaluation["finished"] = evaluate_page.evaluation is not None
+    panel = evaluate_page.explain_panel
+    _settle()
+    grad_cam = _stall_probe(lambda: evaluate_page.explain(state.dataset.val[0].path), panel.explained)
+    grad_cam["finished"] = panel.explanation is not None
+    from tlstudio.gui.cut_comparison_dialog import CutComparisonDialog
+
+    model_page = window.pages["Model"]
+    window.stack.setCurrentWidget(model_page)
+    dialog = CutComparisonDialog(state, window)
+    dialog.show()
+    _settle()
+    cut_comparison = _stall_probe(dialog.start, dialog.compared)
+    cut_comparison["finished"] = bool(dialog.results)
+    dialog.close()
 
     # Export the run just trained in every format, its round-trip checks and cost measurement included.
     export_page = window.pages["Export"]
@@ -556,9 +584,7 @@ def _gui_probe() -> int:
     for box in export_page.format_boxes.values():
         box.setChecked(True)
     export_page.measure_box.setChecked(True)
-    settle = QEventLoop()
-    QTimer.singleShot(PROBE_SETTLE_MS, settle.quit)
-    settle.exec()
+    _settle()
     export = _stall_probe(export_page.start_export, export_page.export_finished)
     export["finished"] = export_page.report is not None
 
@@ -568,22 +594,29 @@ def _gui_probe() -> int:
     from tlstudio.core.model.backbones import build_base
     from tlstudio.core.spec.recipe import BaseSpec
 
-    model_page = window.pages["Model"]
     window.stack.setCurrentWidget(model_page)
     vgg = BaseSpec(name="vgg16", weights="none", input_size=224)
     state.set_recipe(state.recipe.replace(base=vgg, cut_tensor=None))
     state.set_base_model(build_base(vgg))
     del vgg
-    panel = model_page.base_panel
-    panel.choose_base("efficientnet-lite0", False)
+    base_panel = model_page.base_panel
+    base_panel.choose_base("efficientnet-lite0", False)
+    _settle()
+    base_model = _stall_probe(base_panel.load_base_model, base_panel.base_built, tail_ms=PROBE_TAIL_MS)
+    base_model["finished"] = state.base_model is not None and "efficientnet" in state.recipe.base.name
+    print(json.dumps({**training, "evaluation": evaluation, "grad_cam": grad_cam, "cut_comparison": cut_comparison,
+                      "export": export, "base_model": base_model}))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _settle() -> None:
+    """Let the window handle what the last step queued (a page showing, its first paint) before measuring."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
     settle = QEventLoop()
     QTimer.singleShot(PROBE_SETTLE_MS, settle.quit)
     settle.exec()
-    base_model = _stall_probe(panel.load_base_model, panel.base_built, tail_ms=PROBE_TAIL_MS)
-    base_model["finished"] = state.base_model is not None and "efficientnet" in state.recipe.base.name
-    print(json.dumps({**training, "export": export, "base_model": base_model}))
-    sys.stdout.flush()
-    os._exit(0)
 
 
 def _stall_probe(start, finished_signal, tail_ms: int = 0) -> dict:
