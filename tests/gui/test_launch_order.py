@@ -150,6 +150,25 @@ def test_main_starts_loading_only_after_the_window_has_painted(qtbot, tmp_path, 
     assert clock.painted and seen["loaded_at"] > clock.painted[0]
 
 
+def test_closing_the_window_before_its_pages_are_built_does_not_wait_for_them(qtbot, tmp_path, monkeypatch):
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    original_show = MainWindow.show
+
+    def show_then_close(window) -> None:
+        original_show(window)
+        QTimer.singleShot(300, window.close)
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kw: QMessageBox.StandardButton.Discard)
+    monkeypatch.setattr(MainWindow, "show", show_then_close)
+    monkeypatch.setattr(MainWindow, "build_pages_in_background", lambda window, then=None: None)  # never done
+    monkeypatch.setattr(gui_app, "_import_tensorflow", lambda: None)
+    monkeypatch.setattr(gui_app, "PAGES_WAIT_S", 60.0)
+    started = time.monotonic()
+    assert gui_app.main([]) == 0
+    assert time.monotonic() - started < 30
+
+
 def test_plain_imports_sets_pysides_import_hook_aside_and_back():
     """Pins PySide6's private import hook: if an upgrade changes it, this fails first."""
     assert pyside_compat.feature_import_active()  # PySide6 installs it when imported

@@ -267,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loader.modules_ready.connect(pages_importable)
     when_painted(window, loader.start)
     window.show()
+    app.aboutToQuit.connect(pages_built.set)  # closed before the pages were built: the loader need not wait
     app.aboutToQuit.connect(lambda: stop_all(30_000))
     try:
         return app.exec()
