@@ -161,3 +161,25 @@ def test_a_hung_cluster_start_never_exits_the_apps_process(monkeypatch, capsys):
     finally:
         distribute.exit_on_hang(False)
     assert exits == [2]
+
+
+def test_features_on_one_device_are_read_from_memory_and_each_step_traced_once():
+    """A head on cached features skips tf.data on one device; the last, smaller batch reuses the trace."""
+    from tlstudio.core.data import pipeline
+
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    steps = distribute.TrainingSteps(tf.distribute.get_strategy(), model, keras.optimizers.SGD(0.1), None)
+    x = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    y = (np.arange(50) % 3).astype(np.int32)
+    train = steps.distribute(pipeline.feature_batches(x, y, 8, shuffle_seed=7), 8, 50)
+    val = steps.distribute(pipeline.feature_batches(x, y, 8), 8)
+    assert isinstance(train, pipeline.FeatureBatches)
+    steps.trace(train, val)
+    counted = []
+    for _ in range(2):
+        counted.append(sum(steps.train(batch)[0][2] for batch in train))
+        assert sum(steps.evaluate(batch)[2] for batch in val) == 50
+    assert counted == [50, 50]
+    assert steps._train.experimental_get_tracing_count() == 1
+    assert steps._evaluate.experimental_get_tracing_count() == 1

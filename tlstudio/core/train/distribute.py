@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlstudio.core import tf_compat
+from tlstudio.core.data import pipeline
 from tlstudio.core.train import cluster, devices
 from tlstudio.core.spec.errors import ClusterError, TrainingError
 from tlstudio.core.spec.events import ShouldStop, never_stop
@@ -316,14 +317,19 @@ class TrainingSteps:
         self._evaluate = tf.function(self._evaluate_step, reduce_retracing=True)
 
     def distribute(
-        self, dataset: tf.data.Dataset, global_batch: int, count: int | None = None
-    ) -> tf.distribute.DistributedDataset:
+        self, dataset: "tf.data.Dataset | pipeline.FeatureBatches", global_batch: int, count: int | None = None
+    ) -> "tf.distribute.DistributedDataset | pipeline.FeatureBatches":
         """``dataset`` in global batches of ``global_batch``, split across the replicas.
 
         With ``count`` (training data), the batches are :func:`steps_per_epoch`'s.
         Across workers the images are sharded by element: each worker's share
         of a global batch is part of the same batch one process would see.
+        Features in memory on one device are read straight from memory.
         """
+        if isinstance(dataset, pipeline.FeatureBatches):
+            if replicas(self.strategy) == 1 and dataset.batch_size == global_batch:
+                return dataset  # one device: batches straight from memory
+            dataset = dataset.dataset()
         drop = count is not None and steps_per_epoch(count, global_batch, self.strategy) == count // global_batch
         dataset = dataset.rebatch(global_batch, drop_remainder=drop)
         options = tf.data.Options()
