@@ -22,7 +22,7 @@ import pytest
 from tlstudio.core.data.dataset import scan_dataset
 from tlstudio.core.spec.errors import TrainingError, UserError
 from tlstudio.core.spec.recipe import BaseSpec, DataSpec, HeadSpec, Recipe, TrainSpec
-from tlstudio.core.train import callbacks, runs, training
+from tlstudio.core.train import callbacks, model_writer, runs, training
 
 TOLERANCE = 1e-4
 
@@ -278,16 +278,15 @@ def test_the_best_model_is_saved_at_most_every_interval_and_metrics_describe_it(
     """Saving a big classifier every better epoch costs more than a head epoch: it is saved at most every
     ``MODEL_SAVE_INTERVAL_S``, and an interrupted run's metrics are those of the model in its folder."""
     monkeypatch.setattr(training, "MODEL_SAVE_INTERVAL_S", interval)
-    saved = []  # each model save, as the number of epochs done (the history is written after the model) + 1
-    original_save = runs.save_model_atomically
+    saved = []  # each model write, as the number of epochs done (the epoch's history is written first)
+    original_write = model_writer.ModelWriter.write
     folder = tmp_path / "run"
 
-    def save(model, path):
-        history = folder / runs.HISTORY_FILE
-        saved.append(len(json.loads(history.read_text())["loss"]) + 1 if history.exists() else 1)
-        return original_save(model, path)
+    def write(writer, metrics, in_background=False):
+        saved.append(len(json.loads((folder / runs.HISTORY_FILE).read_text())["loss"]))
+        return original_write(writer, metrics, in_background)
 
-    monkeypatch.setattr(runs, "save_model_atomically", save)
+    monkeypatch.setattr(model_writer.ModelWriter, "write", write)
     original = callbacks.Checkpointing.on_epoch_end
 
     fail_at = [4]

@@ -10,10 +10,11 @@ marked interrupted (or stopped) and can be resumed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tlstudio.core.data.dataset import Dataset
 from tlstudio.core.spec.errors import Cancelled, DataError, TrainingError, UserError
@@ -22,21 +23,26 @@ from tlstudio.core.train import checkpoint, runs
 from tlstudio.core.train.run_log import RunLog
 
 
-def save_epoch(folder: Path, best_model: Any, metrics: dict[str, float], point: checkpoint.Checkpoint) -> None:
-    """At an epoch end: the best model (None: this epoch is not the best), history, metrics, skipped files, checkpoint.
-
-    A full or read-only disk is a TrainingError that says how to continue.
-    """
-    try:
-        if best_model is not None:
-            runs.save_model_atomically(best_model, folder / runs.MODEL_FILE)
+def save_epoch(folder: Path, metrics: dict[str, float] | None, point: checkpoint.Checkpoint) -> None:
+    """At an epoch end: history, metrics (None: the folder holds no model for them to describe yet), skipped
+    files, checkpoint. A full or read-only disk is a TrainingError that says how to continue."""
+    with epoch_saving(folder, point.loop.epoch):
         runs.write_json(folder / runs.HISTORY_FILE, point.loop.history)
-        runs.write_json(folder / runs.METRICS_FILE, metrics)
+        if metrics is not None:
+            runs.write_json(folder / runs.METRICS_FILE, metrics)
         _write_skipped(folder, point.skipped)
         checkpoint.save(folder, point)
+
+
+@contextlib.contextmanager
+def epoch_saving(folder: Path, epoch: int) -> Iterator[None]:
+    """Turn an OSError while saving epoch ``epoch`` (its files or its best model) into a TrainingError that
+    says how to continue."""
+    try:
+        yield
     except OSError as error:
         raise TrainingError(
-            f"Training stopped: cannot save epoch {point.loop.epoch} into the run folder {str(folder)!r} "
+            f"Training stopped: cannot save epoch {epoch} into the run folder {str(folder)!r} "
             f"({error.strerror or error}). Free some disk space, then continue with "
             f"'tlstudio train --resume {folder}'."
         ) from None

@@ -61,7 +61,7 @@ from tlstudio.core.spec.text import counted
 from tlstudio.core.spec.events import Message, OnEvent, PhaseStarted, ShouldStop, ignore_event, never_stop
 from tlstudio.core.spec.recipe import Recipe, TrainSpec, save_project
 from tlstudio.core.train import (
-    acceleration, callbacks, checkpoint, distribute, extraction, run_folder, runs, shared_extraction,
+    acceleration, callbacks, checkpoint, distribute, extraction, model_writer, run_folder, runs, shared_extraction,
 )
 from tlstudio.core.train.batch_norm import finalize_batch_norm, finalize_from_features, finalize_in_run, split_head
 from tlstudio.core.train.callbacks import FINE_TUNE_PHASE, HISTORY_KEYS, LoopState, Phase
@@ -78,7 +78,8 @@ HEAD_PHASE = "head"
 MODEL_SAVE_INTERVAL_S = 30.0
 """During training the best model is written into the run folder at most this often (its first best at
 once, and the final model at the end): saving a VGG16 classifier takes about 0.2 s, more than an epoch of a
-head on cached features. ``metrics.json`` always describes the model in the folder."""
+head on cached features (in the head phase it is written while training goes on, see
+:mod:`tlstudio.core.train.model_writer`). ``metrics.json`` always describes the model in the folder."""
 _PROGRESS_METRICS = ("epochs", "head_epochs", "skipped_images")
 _MODEL_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "best_epoch")
 
@@ -240,12 +241,12 @@ class _Trainer:
         self.state = self.point.loop if self.point is not None else LoopState()
         self.skipped = extraction.SkippedImages(list(self.point.skipped) if self.point is not None else [])
         self.kept_epochs = 0
-        self.saved_best = _saved_metrics(run_dir) if self.resumed else None
-        """The metrics of the model in the run folder, saved by this run or by the one it resumes."""
         self.model_saved_at = -math.inf
         self.features: tuple[np.ndarray, np.ndarray] | None = None
         self.head_model: "keras.Model | None" = None
         self.frozen, self.chain = split_head(model)
+        self.writer = model_writer.ModelWriter(run_dir, model, self.frozen, self.chain,
+                                               _saved_metrics(run_dir) if self.resumed else None)
         self.feature_set = feature_cache.feature_set_key(self.frozen, extraction.base_label(recipe), recipe.cut_tensor)
         self.feature_key = self.feature_set.digest
         self.fine_tuned: list[str] = []
@@ -358,6 +359,9 @@ class _Trainer:
     def _fine_tune_phase(self) -> None:
         point = self.point
         self.point = None
+        if self.chief:  # a model written in the background shares the base, which now starts to change
+            with run_folder.epoch_saving(self.run_dir, self.state.epoch):
+                self.writer.wait()
         names = classifier.unfreeze_for_fine_tuning(self.model, self.spec.fine_tune_layers, self.spec.fine_tune_from)
         base = self.model.get_layer(anatomy.BASE_NAME)
         self.base_weights = [(base.get_layer(name), base.get_layer(name).get_weights()) for name in names]
@@ -499,7 +503,8 @@ class _Trainer:
     # ----- checkpoints -------------------------------------------------------------------------------------
 
     def _checkpoint(self, ending: bool, epochs: int) -> None:
-        """At an epoch end: the best model (when this epoch is the best), history, metrics and the checkpoint."""
+        """At an epoch end: history, metrics and the checkpoint, then the best model when this epoch is the best
+        (written in the background in the head phase)."""
         self.kept_epochs += 1
         if not self.chief:
             return
@@ -517,13 +522,15 @@ class _Trainer:
             best_values=list(state.best.values),
         )
         metrics = self._metrics({})
+        self.writer.record_epoch({key: metrics[key] for key in _PROGRESS_METRICS},
+                                 lambda described: run_folder.save_epoch(self.run_dir, described, point))
         now = time.monotonic()
-        save_model = state.improved and now - self.model_saved_at >= MODEL_SAVE_INTERVAL_S
-        if save_model:
-            self.saved_best, self.model_saved_at = metrics, now
-        elif self.saved_best is not None:  # the metrics describe the model in the folder
-            metrics = {**self.saved_best, **{key: metrics[key] for key in _PROGRESS_METRICS}}
-        run_folder.save_epoch(self.run_dir, self.model if save_model else None, metrics, point)
+        with run_folder.epoch_saving(self.run_dir, state.epoch):
+            self.writer.check()
+            if state.improved and now - self.model_saved_at >= MODEL_SAVE_INTERVAL_S:
+                self.model_saved_at = now
+                # Only the head changes in the head phase: its model is written while the next epochs run.
+                self.writer.write(metrics, in_background=self.phase_name == HEAD_PHASE)
 
     def keep_best_model(self) -> None:
         """After an error: write the best model into the run folder when the one there is older.
@@ -531,16 +538,16 @@ class _Trainer:
         Model saves are spaced out (:data:`MODEL_SAVE_INTERVAL_S`); an error is reported, not fatal, so the
         best weights (put back when the phase ended) still reach the folder. Only a kill leaves an older one.
         """
-        best = self.state.best.epoch
-        if not self.chief or not best or (self.saved_best is not None and self.saved_best["best_epoch"] == best):
+        if not self.chief:
             return
-        metrics = self._metrics({})
+        self.writer.wait_quietly()
+        best, saved = self.state.best.epoch, self.writer.saved
+        if not best or (saved is not None and saved["best_epoch"] == best):
+            return
         try:
-            runs.save_model_atomically(self.model, self.run_dir / runs.MODEL_FILE)
-            runs.write_json(self.run_dir / runs.METRICS_FILE, metrics)
+            self.writer.write(self._metrics({}))
         except Exception:  # the run's own error is the one to report; the older model stays
             return
-        self.saved_best = metrics
 
     # ----- the end -----------------------------------------------------------------------------------------
 
@@ -606,6 +613,7 @@ class _Trainer:
         state = self.state
         metrics = self._metrics(val_metrics)
         if self.chief:
+            self.writer.wait_quietly()  # the final model replaces it either way
             run_folder.save_end(self.run_dir, self.model, state.history, metrics, self.skipped.files,
                                 f"stopped on request after epoch {state.epoch}" if cancelled else None)
         if self.skipped.files:
