@@ -183,3 +183,53 @@ def test_non_utf8_names_in_the_predictions_csv(tmp_path):
     _write_predictions_csv([Prediction()], str(target), 1)
     rows = list(csv.reader(target.open(encoding="utf-8", errors="surrogateescape", newline="")))
     assert rows[1][0] == Prediction.path
+
+
+def _counting_probes(monkeypatch) -> list[str]:
+    from tlstudio.core.data import scanning
+
+    probed: list[str] = []
+    original = scanning.images.probe_image
+
+    def probe(path):
+        probed.append(os.path.basename(path))
+        return original(path)
+
+    monkeypatch.setattr(scanning.images, "probe_image", probe)
+    monkeypatch.setattr(scanning, "_probed", type(scanning._probed)())
+    return probed
+
+
+def test_a_second_scan_does_not_read_unchanged_settled_files_again(root, monkeypatch):
+    from tlstudio.core.data import scanning
+
+    probed = _counting_probes(monkeypatch)
+    monkeypatch.setattr(scanning, "UNSETTLED_S", 0.0)
+    first = scan_dataset([root])
+    assert len(probed) == 8
+    second = scan_dataset([root])
+    assert len(probed) == 8 and len(second.train) + len(second.val) == len(first.train) + len(first.val) == 8
+
+
+def test_a_rewritten_file_is_read_again_even_with_its_old_size_and_modification_time(root, monkeypatch):
+    import time
+
+    from tlstudio.core.data import scanning
+
+    _counting_probes(monkeypatch)
+    monkeypatch.setattr(scanning, "UNSETTLED_S", 0.0)
+    assert not scan_dataset([root]).skipped
+    victim = sorted((root / "a").iterdir())[0]
+    before = victim.stat()
+    time.sleep(0.1)  # past the file system's timestamp tick
+    victim.write_bytes(b"\0" * before.st_size)  # not an image any more, same size
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert victim.stat().st_mtime_ns == before.st_mtime_ns
+    assert victim.name in reasons(scan_dataset([root]))
+
+
+def test_files_changed_just_before_a_scan_are_read_again_next_time(root, monkeypatch):
+    probed = _counting_probes(monkeypatch)
+    scan_dataset([root])
+    scan_dataset([root])  # the sample files were written a moment ago: their timestamps are not settled
+    assert len(probed) == 16

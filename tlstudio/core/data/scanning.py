@@ -15,7 +15,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -27,6 +29,11 @@ from tlstudio.core.spec.events import OnEvent, Progress, ShouldStop
 MAX_DEPTH = 64
 """Folders nested deeper than this below a class folder are skipped (and reported)."""
 PROGRESS_EVERY = 200
+PROBE_MEMO_SIZE = 200_000
+"""Header checks :func:`probe_remembered` keeps (about 300 bytes each)."""
+UNSETTLED_S = 2.0
+"""A file changed less than this long before its header was checked is checked again next time: a
+file system's timestamps may be coarse enough for a rewrite within the same tick to keep them."""
 
 _SPLIT_FOLDER_NAMES = {
     "train": ("train", "training"),
@@ -185,10 +192,9 @@ class Scanner:
         if not stat.S_ISREG(file_stat.st_mode):
             self.skip(entry.path, "not a regular file")
             return None
-        try:
-            images.probe_image(entry.path)
-        except ImageError as exc:
-            self.skip(entry.path, exc.reason)
+        reason = probe_remembered(entry.path, file_stat)
+        if reason is not None:
+            self.skip(entry.path, reason)
             return None
         return file_stat.st_size
 
@@ -201,6 +207,40 @@ class Scanner:
                 continue
             return True
         return False
+
+
+_probed: OrderedDict[tuple, str | None] = OrderedDict()
+_probed_lock = threading.Lock()
+
+
+def probe_remembered(path: str, file_stat: os.stat_result) -> str | None:
+    """Why ``path`` is not a usable image (None: it is), from its header, remembered for this process.
+
+    Every training run scans its folders again. A file whose path, device,
+    inode, size, modification and change times (nanoseconds) are those it had
+    when its header was checked is not read again, unless it had changed less
+    than :data:`UNSETTLED_S` before that check (git's answer to coarse
+    timestamps). The change time cannot be set back, so a file rewritten and
+    given its old modification time is read again.
+    """
+    key = (path, file_stat.st_dev, file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns,
+           file_stat.st_ctime_ns)
+    with _probed_lock:
+        if key in _probed:
+            _probed.move_to_end(key)
+            return _probed[key]
+    checked_at = time.time_ns()
+    try:
+        images.probe_image(path)
+        reason = None
+    except ImageError as exc:
+        reason = exc.reason
+    if checked_at - max(file_stat.st_mtime_ns, file_stat.st_ctime_ns) > UNSETTLED_S * 1e9:
+        with _probed_lock:
+            _probed[key] = reason
+            if len(_probed) > PROBE_MEMO_SIZE:
+                _probed.popitem(last=False)
+    return reason
 
 
 def check_folders(folders: Sequence[str | Path]) -> list[str]:
