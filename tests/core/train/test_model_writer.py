@@ -94,6 +94,19 @@ def test_a_failed_background_write_is_raised_by_the_next_call(trained, tmp_path,
     writer.wait()  # said once
 
 
+def test_any_error_of_a_background_write_reaches_the_training_thread(trained, tmp_path, monkeypatch):
+    model, frozen, head = trained
+
+    def broken(saved_model, path):
+        raise ValueError("cannot serialise layer 'head_dense_1'")
+
+    monkeypatch.setattr(runs, "save_model_atomically", broken)
+    writer = model_writer.ModelWriter(tmp_path, model, frozen, head, None)
+    writer.write(METRICS, in_background=True)
+    with pytest.raises(ValueError, match="cannot serialise"):
+        writer.wait()
+
+
 def test_a_full_disk_while_the_first_model_is_written_stops_the_run_and_keeps_it(image_root, tiny_vgg_file,
                                                                                  tmp_path, monkeypatch):
     """The first model is written in the background; its error stops the run at the next epoch end, and the

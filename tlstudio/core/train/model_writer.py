@@ -38,7 +38,7 @@ class ModelWriter:
         self._model, self._frozen, self._head = model, frozen, head
         self._copy: tuple[Any, list] | None = None
         self._thread: threading.Thread | None = None
-        self._error: OSError | None = None
+        self._error: Exception | None = None
         self._lock = threading.Lock()
         self._progress: dict[str, float] = {}
 
@@ -46,8 +46,8 @@ class ModelWriter:
         """Write the classifier as it is now, described by ``metrics``.
 
         ``in_background`` only while the base does not change. Raises the
-        OSError of this write, or of the one before it that ran in the
-        background.
+        error of this write (OSError for a full or read-only disk), or of the
+        one before it that ran in the background.
         """
         self.wait()
         if not in_background:
@@ -61,12 +61,12 @@ class ModelWriter:
         self._thread.start()
 
     def check(self) -> None:
-        """Raise the OSError of a background write that has failed; do not wait for one under way."""
+        """Raise the error of a background write that has failed; do not wait for one under way."""
         if self._thread is not None and not self._thread.is_alive():
             self.wait()
 
     def wait(self) -> None:
-        """Wait for a background write; raise its OSError."""
+        """Wait for a background write; raise its error."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -78,7 +78,7 @@ class ModelWriter:
         """Wait for a background write; its error no longer matters (the run is ending or has failed)."""
         try:
             self.wait()
-        except OSError:
+        except Exception:  # the run's own error, or the final write's, is the one to report
             pass
 
     def record_epoch(self, progress: dict[str, float], write_files: Callable[[dict[str, float] | None], None]) -> None:
@@ -92,7 +92,7 @@ class ModelWriter:
     def _write_in_background(self, model: Any, metrics: dict[str, float]) -> None:
         try:
             self._write(model, metrics)
-        except OSError as error:
+        except Exception as error:  # raised in the training thread by the next check or wait
             self._error = error
 
     def _write(self, model: Any, metrics: dict[str, float]) -> None:
