@@ -150,6 +150,30 @@ def test_main_starts_loading_only_after_the_window_has_painted(qtbot, tmp_path, 
     assert clock.painted and seen["loaded_at"] > clock.painted[0]
 
 
+def test_a_page_that_fails_to_build_does_not_stop_the_others_or_hold_tensorflow_back(qtbot, tmp_path, monkeypatch):
+    from tlstudio.gui import main_window
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    original = main_window.load_page
+
+    def broken_model_page(module, class_name, title, state):
+        if title == "Model":
+            raise RuntimeError("the Model page cannot be built")
+        return original(module, class_name, title, state)
+
+    monkeypatch.setattr(main_window, "load_page", broken_model_page)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    done = threading.Event()
+    with qtbot.captureExceptions() as exceptions:
+        window.build_pages_in_background(done.set)
+        qtbot.waitUntil(done.is_set, timeout=30_000)
+    assert [str(error) for _type, error, _trace in exceptions] == ["the Model page cannot be built"]
+    built = [window.stack.widget(i).objectName() for i in range(len(PAGES))]
+    assert built == [f"{title.lower()}Page" if title != "Model" else "" for title, *_ in PAGES]
+
+
 def test_closing_the_window_before_its_pages_are_built_does_not_wait_for_them(qtbot, tmp_path, monkeypatch):
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)

@@ -272,14 +272,19 @@ class MainWindow(QMainWindow):
         it is clicked; call ``then`` once all are built."""
         QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_next_page(then))
 
-    def _build_next_page(self, then: Callable[[], object]) -> None:
-        pending = [title for title, *_ in PAGES if title not in self._built]
-        if pending:
-            self.page(pending[0])
-        if len(pending) > 1:
-            QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_next_page(then))
-        else:
-            then()
+    def _build_next_page(self, then: Callable[[], object], failed: frozenset[str] = frozenset()) -> None:
+        pending = [title for title, *_ in PAGES if title not in self._built and title not in failed]
+        try:
+            if pending:
+                self.page(pending[0])
+        except Exception:  # shown in the error dialog; the other pages are still built
+            failed = failed | {pending[0]}
+            raise
+        finally:
+            if len(pending) > 1:
+                QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_next_page(then, failed))
+            else:
+                then()
 
     def _show_row(self, row: int) -> None:
         if 0 <= row < len(PAGES):

@@ -233,3 +233,24 @@ def test_files_changed_just_before_a_scan_are_read_again_next_time(root, monkeyp
     scan_dataset([root])
     scan_dataset([root])  # the sample files were written a moment ago: their timestamps are not settled
     assert len(probed) == 16
+
+
+def test_a_file_found_unusable_is_read_again_next_time(root, monkeypatch):
+    """The reason may pass (a file in use, too many open files): only usable images are remembered."""
+    from tlstudio.core.data import scanning
+
+    _counting_probes(monkeypatch)
+    monkeypatch.setattr(scanning, "UNSETTLED_S", 0.0)
+    victim = sorted((root / "a").iterdir())[0]
+    original = scanning.images.probe_image
+    failures = [1]
+
+    def busy_once(path):
+        if os.path.basename(path) == victim.name and failures:
+            failures.pop()
+            raise ImageError(str(path), "cannot read: Too many open files")
+        return original(path)
+
+    monkeypatch.setattr(scanning.images, "probe_image", busy_once)
+    assert victim.name in reasons(scan_dataset([root]))
+    assert victim.name not in reasons(scan_dataset([root]))

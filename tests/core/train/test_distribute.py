@@ -183,3 +183,54 @@ def test_features_on_one_device_are_read_from_memory_and_each_step_traced_once()
     assert counted == [50, 50]
     assert steps._train.experimental_get_tracing_count() == 1
     assert steps._evaluate.experimental_get_tracing_count() == 1
+
+
+def _two_workers_gather(monkeypatch, counts: tuple[int, int], chunk: int) -> tuple[dict, dict]:
+    """``gather_rows`` on two simulated workers (threads) whose all-gathers meet at a barrier; each worker
+    gives every other row of its own ``count``. Returns each worker's result (or error) and its calls."""
+    import threading
+
+    slots: list = [None, None]
+    barrier = threading.Barrier(2, timeout=20)
+    calls = {0: 0, 1: 0}
+
+    def all_gather(worker, values):
+        calls[worker] += 1
+        slots[worker] = np.asarray(values)
+        barrier.wait()
+        gathered = np.concatenate(slots)
+        barrier.wait()
+        return gathered
+
+    monkeypatch.setattr(distribute, "GATHER_ROWS", chunk)
+    monkeypatch.setattr(distribute, "is_multi_worker", lambda strategy: True)
+    monkeypatch.setattr(distribute, "_gather_first_device", all_gather)
+    results: dict = {}
+
+    def worker(index: int) -> None:
+        positions = np.arange(index, counts[index], 2, dtype=np.int64)
+        try:
+            results[index] = distribute.gather_rows(index, positions.astype(np.float32)[:, None] * 10, positions,
+                                                    counts[index])
+        except (TrainingError, threading.BrokenBarrierError) as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, calls
+
+
+def test_gathering_rows_in_chunks_puts_every_row_in_place(monkeypatch):
+    results, calls = _two_workers_gather(monkeypatch, (11, 11), chunk=2)
+    for index in (0, 1):
+        np.testing.assert_array_equal(results[index][:, 0], np.arange(11, dtype=np.float32) * 10)
+    assert calls[0] == calls[1] == 1 + 2 * 3  # sizes, then positions and rows for 3 chunks of at most 2
+
+
+def test_workers_that_see_different_images_all_say_so_and_none_waits_forever(monkeypatch):
+    results, calls = _two_workers_gather(monkeypatch, (10, 14), chunk=4)
+    assert all(isinstance(results[index], TrainingError) for index in (0, 1)), results
+    assert "different images" in str(results[0]) and calls[0] == calls[1]

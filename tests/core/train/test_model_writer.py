@@ -53,34 +53,39 @@ def test_a_background_write_is_the_model_as_it_was_and_its_metrics(trained, tmp_
     assert _config(tmp_path / runs.MODEL_FILE) == _config(tmp_path / "direct" / "model.keras")
 
 
-def test_an_epochs_record_never_comes_between_a_model_and_its_metrics(trained, tmp_path, monkeypatch):
+def test_a_model_and_its_metrics_appear_together_never_with_an_epochs_record_between(trained, tmp_path,
+                                                                                    monkeypatch):
     model, frozen, head = trained
     writer = model_writer.ModelWriter(tmp_path, model, frozen, head, None)
-    model_written, go_on = threading.Event(), threading.Event()
+    written, go_on = threading.Event(), threading.Event()
     original = runs.save_model_atomically
 
-    def slow_save(saved_model, path):
-        original(saved_model, path)
-        model_written.set()
-        go_on.wait(10)
+    def paused_before_the_rename(saved_model, path, publish=None):
+        def publish_later(rename):
+            written.set()
+            go_on.wait(10)
+            publish(rename)
 
-    monkeypatch.setattr(runs, "save_model_atomically", slow_save)
+        return original(saved_model, path, publish_later)
+
+    monkeypatch.setattr(runs, "save_model_atomically", paused_before_the_rename)
     recorded = []
     writer.write(METRICS, in_background=True)
-    model_written.wait(10)
-    writer.record_epoch({"epochs": 2.0}, recorded.append)  # the model is in the folder, its metrics not yet
-    assert recorded == [None]
+    assert written.wait(10)
+    writer.record_epoch({"epochs": 2.0}, recorded.append)  # written under its temporary name only
+    assert recorded == [None] and not (tmp_path / runs.MODEL_FILE).exists()
     go_on.set()
     writer.wait()
+    assert (tmp_path / runs.MODEL_FILE).exists()
+    assert json.loads((tmp_path / runs.METRICS_FILE).read_text()) == {**METRICS, "epochs": 2.0}
     writer.record_epoch({"epochs": 3.0}, recorded.append)
     assert recorded[1] == {**METRICS, "epochs": 3.0}
-    assert json.loads((tmp_path / runs.METRICS_FILE).read_text()) == {**METRICS, "epochs": 2.0}
 
 
 def test_a_failed_background_write_is_raised_by_the_next_call(trained, tmp_path, monkeypatch):
     model, frozen, head = trained
 
-    def full(saved_model, path):
+    def full(saved_model, path, publish=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(runs, "save_model_atomically", full)
@@ -97,7 +102,7 @@ def test_a_failed_background_write_is_raised_by_the_next_call(trained, tmp_path,
 def test_any_error_of_a_background_write_reaches_the_training_thread(trained, tmp_path, monkeypatch):
     model, frozen, head = trained
 
-    def broken(saved_model, path):
+    def broken(saved_model, path, publish=None):
         raise ValueError("cannot serialise layer 'head_dense_1'")
 
     monkeypatch.setattr(runs, "save_model_atomically", broken)
@@ -114,11 +119,11 @@ def test_a_full_disk_while_the_first_model_is_written_stops_the_run_and_keeps_it
     original = runs.save_model_atomically
     calls = []
 
-    def full_once(saved_model, path):
+    def full_once(saved_model, path, publish=None):
         calls.append(threading.current_thread().name)
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return original(saved_model, path)
+        return original(saved_model, path, publish)
 
     monkeypatch.setattr(runs, "save_model_atomically", full_once)
     recipe = Recipe(

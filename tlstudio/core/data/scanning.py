@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -209,38 +210,41 @@ class Scanner:
         return False
 
 
-_probed: OrderedDict[tuple, str | None] = OrderedDict()
+_probed: OrderedDict[tuple, None] = OrderedDict()
 _probed_lock = threading.Lock()
 
 
 def probe_remembered(path: str, file_stat: os.stat_result) -> str | None:
-    """Why ``path`` is not a usable image (None: it is), from its header, remembered for this process.
+    """Why ``path`` is not a usable image (None: it is), from its header; a usable image is remembered.
 
-    Every training run scans its folders again. A file whose path, device,
-    inode, size, modification and change times (nanoseconds) are those it had
-    when its header was checked is not read again, unless it had changed less
-    than :data:`UNSETTLED_S` before that check (git's answer to coarse
-    timestamps). The change time cannot be set back, so a file rewritten and
-    given its old modification time is read again.
+    Every training run scans its folders again. A file found usable whose
+    path, device, inode, size, modification and change times (nanoseconds)
+    are those it had when its header was checked is not read again, unless it
+    had changed less than :data:`UNSETTLED_S` before that check (git's answer
+    to coarse timestamps). The change time cannot be set back, so a file
+    rewritten and given its old modification time is read again. Files found
+    unusable are always read again (the reason may pass: a file in use, too
+    many open files), and nothing is remembered on Windows, where a scan sees
+    no inode and the change time is the creation time.
     """
     key = (path, file_stat.st_dev, file_stat.st_ino, file_stat.st_size, file_stat.st_mtime_ns,
            file_stat.st_ctime_ns)
     with _probed_lock:
         if key in _probed:
             _probed.move_to_end(key)
-            return _probed[key]
+            return None
     checked_at = time.time_ns()
     try:
         images.probe_image(path)
-        reason = None
     except ImageError as exc:
-        reason = exc.reason
-    if checked_at - max(file_stat.st_mtime_ns, file_stat.st_ctime_ns) > UNSETTLED_S * 1e9:
+        return exc.reason
+    settled = checked_at - max(file_stat.st_mtime_ns, file_stat.st_ctime_ns) > UNSETTLED_S * 1e9
+    if settled and sys.platform != "win32":
         with _probed_lock:
-            _probed[key] = reason
+            _probed[key] = None
             if len(_probed) > PROBE_MEMO_SIZE:
                 _probed.popitem(last=False)
-    return reason
+    return None
 
 
 def check_folders(folders: Sequence[str | Path]) -> list[str]:

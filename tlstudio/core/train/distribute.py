@@ -258,21 +258,28 @@ def gather_rows(strategy: tf.distribute.Strategy, rows: np.ndarray, positions: n
     """
     if not is_multi_worker(strategy):
         return rows
-    most = int(_gather_first_device(strategy, np.asarray([len(rows)], dtype=np.int64)).max())
+    different = TrainingError(
+        "The workers of the cluster extracted different images: give every worker the same image folders "
+        "and the same project, then start all of them again."
+    )
+    # Every worker sees the same gathered sizes and positions, so all make the same collective calls and
+    # reach the same verdict: none may stop early while another waits in an all-gather.
+    sizes = _gather_first_device(strategy, np.asarray([[len(rows), count]], dtype=np.int64))
+    if len(set(sizes[:, 1].tolist())) != 1:
+        raise different
     gathered = np.empty((count, *rows.shape[1:]), dtype=rows.dtype)
     filled = np.zeros(count, dtype=np.int64)
-    for start in range(0, most, GATHER_ROWS):
+    all_inside = True
+    for start in range(0, int(sizes[:, 0].max()), GATHER_ROWS):
         chunk = slice(start, start + GATHER_ROWS)
         chunk_positions = _gather_first_device(strategy, positions[chunk])
-        if len(chunk_positions) and (chunk_positions.min() < 0 or chunk_positions.max() >= count):
-            break
-        gathered[chunk_positions] = _gather_first_device(strategy, rows[chunk])
-        np.add.at(filled, chunk_positions, 1)
-    if not np.all(filled == 1):
-        raise TrainingError(
-            "The workers of the cluster extracted different images: give every worker the same image folders "
-            "and the same project, then start all of them again."
-        )
+        chunk_rows = _gather_first_device(strategy, rows[chunk])
+        inside = (chunk_positions >= 0) & (chunk_positions < count)
+        all_inside = all_inside and bool(inside.all())  # a wrong chunk does not end the calls early
+        gathered[chunk_positions[inside]] = chunk_rows[inside]
+        np.add.at(filled, chunk_positions[inside], 1)
+    if not all_inside or not np.all(filled == 1):
+        raise different
     return gathered
 
 

@@ -96,10 +96,13 @@ class ModelWriter:
             self._error = error
 
     def _write(self, model: Any, metrics: dict[str, float]) -> None:
-        runs.save_model_atomically(model, self.folder / runs.MODEL_FILE)
-        with self._lock:
-            runs.write_json(self.folder / runs.METRICS_FILE, {**metrics, **self._progress})
-            self.saved = metrics
+        def publish(rename: Callable[[], None]) -> None:  # the model and its metrics appear together
+            with self._lock:
+                rename()
+                self.saved = metrics
+                runs.write_json(self.folder / runs.METRICS_FILE, {**metrics, **self._progress})
+
+        runs.save_model_atomically(model, self.folder / runs.MODEL_FILE, publish)
 
     def _head_copy(self) -> tuple[Any, list]:
         """A classifier sharing the base (and every layer before the head) with copies of the head's layers."""

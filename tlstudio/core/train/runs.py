@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any, Callable
 
 try:
     import fcntl
@@ -156,18 +156,27 @@ class RunListing:
     broken: list[BrokenRun]
 
 
-def save_model_atomically(model: Any, path: Path) -> Path:
-    """``model.save(path)`` whole or not at all: saved beside it under a temporary name, flushed, then renamed."""
+def save_model_atomically(
+    model: Any, path: Path, publish: Callable[[Callable[[], None]], None] | None = None
+) -> Path:
+    """``model.save(path)`` whole or not at all: saved beside it under a temporary name, flushed, then renamed.
+
+    With ``publish``, the rename is ``publish(rename)``'s to do (with what must happen together with it).
+    """
     partial = path.with_name(PARTIAL_MODEL_FILE)
+
+    def rename() -> None:
+        os.replace(partial, path)
+        sync_folder(path.parent)
+
     try:
         model.save(partial)
         with open(partial, "rb") as stream:
             os.fsync(stream.fileno())
-        os.replace(partial, path)
+        (publish or (lambda done: done()))(rename)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    sync_folder(path.parent)
     return path
 
 
