@@ -9,9 +9,10 @@ next epochs run. When the base trains too (fine-tuning) the model is written
 at once. One model is written at a time: the next write, the end of the run
 and an error wait for the one under way.
 
-``metrics.json`` always describes the ``model.keras`` beside it: it is written
-right after the model, and an epoch's own record of progress
-(:meth:`ModelWriter.record_epoch`) repeats the saved model's metrics.
+``metrics.json`` always describes the ``model.keras`` beside it: the model is
+renamed into place and its metrics written under one lock, and an epoch's own
+record of progress (:meth:`ModelWriter.record_epoch`), under the same lock,
+repeats the saved model's metrics.
 """
 
 from __future__ import annotations
