@@ -270,19 +270,18 @@ class MainWindow(QMainWindow):
     def build_pages_in_background(self, then: Callable[[], object] = lambda: None) -> None:
         """Build the pages not built yet, one at a time with input handled between, so each is ready before
         it is clicked; call ``then`` once all are built."""
-        QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_next_page(then))
+        pending = [title for title, *_ in PAGES if title not in self._built]
+        QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_pending_pages(pending, then))
 
-    def _build_next_page(self, then: Callable[[], object], failed: frozenset[str] = frozenset()) -> None:
-        pending = [title for title, *_ in PAGES if title not in self._built and title not in failed]
+    def _build_pending_pages(self, pending: list[str], then: Callable[[], object]) -> None:
+        """Build ``pending[0]`` (a page built meanwhile is left as it is), then the others in later turns; a
+        page that fails shows its error and the others are still built."""
         try:
             if pending:
                 self.page(pending[0])
-        except Exception:  # shown in the error dialog; the other pages are still built
-            failed = failed | {pending[0]}
-            raise
         finally:
             if len(pending) > 1:
-                QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_next_page(then, failed))
+                QTimer.singleShot(PAGE_BUILD_GAP_MS, self, lambda: self._build_pending_pages(pending[1:], then))
             else:
                 then()
 

@@ -285,9 +285,6 @@ class FeatureBatches:
             tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype)),
         )
 
-    def __len__(self) -> int:
-        return -(-len(self.features) // self.batch_size)
-
     def __iter__(self) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
         """This epoch's batches; a shuffled order is drawn now, when the iteration starts."""
         order = None

@@ -248,7 +248,6 @@ class _Trainer:
         self.writer = model_writer.ModelWriter(run_dir, model, self.frozen, self.chain,
                                                _saved_metrics(run_dir) if self.resumed else None)
         self.feature_set = feature_cache.feature_set_key(self.frozen, extraction.base_label(recipe), recipe.cut_tensor)
-        self.feature_key = self.feature_set.digest
         self.fine_tuned: list[str] = []
         self.base_weights: list[tuple[keras.layers.Layer, list[np.ndarray]]] = []
         self.phase_name = HEAD_PHASE
@@ -261,7 +260,7 @@ class _Trainer:
             self._restore_base()
 
     def _run(self) -> RunResult:
-        if self.point is not None and self.point.feature_key != self.feature_key:
+        if self.point is not None and self.point.feature_key != self.feature_set.digest:
             raise UserError(
                 f"The base model differs from the one run {self.run_dir.name!r} started with (its weights or "
                 "its cut changed), so it cannot be resumed. Train the recipe again as a new run."
@@ -513,7 +512,7 @@ class _Trainer:
             phase=self.phase_name,
             phase_done=ending or state.phase_epoch >= epochs,
             loop=state,
-            feature_key=self.feature_key,
+            feature_key=self.feature_set.digest,
             classes=tuple(self.dataset.classes),
             skipped=list(self.skipped.files),
             fine_tuned=list(self.fine_tuned),
