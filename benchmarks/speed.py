@@ -519,8 +519,8 @@ def _last_json(process: subprocess.CompletedProcess, what: str) -> dict:
 
 
 def _gui_probe() -> int:
-    """In an offscreen main window, train a tiny model from the Train page, then export it from the Export page,
-    while a 10 ms timer measures lateness."""
+    """In an offscreen main window, train a tiny model from the Train page, evaluate it, compute Grad-CAM,
+    compare cut tensors, export it and swap the base model, while a 10 ms timer measures lateness."""
     from PySide6.QtCore import QSettings
 
     from tlstudio.core.data.dataset import scan_dataset
